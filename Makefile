@@ -1,0 +1,53 @@
+# The README's commands. `make run` starts everything; `make test` runs every check CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CMD ?= help
+
+.PHONY: run test manage lint format deps deps-test chromium bench-help clean
+
+# Runtime dependencies, reinstalled only when requirements.txt changes.
+$(VENV)/.runtime-installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+deps: $(VENV)/.runtime-installed
+deps-test: $(VENV)/.dev-installed chromium
+
+# Browser tests drive Debian's Chromium; never a browser downloaded by a test tool.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "Installing Debian's chromium package ..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+## make run: embedded PostgreSQL + Redis (unless DATABASE_URL / REDIS_URL are set), migrate, seed, web + worker + beat.
+run: deps
+	$(PY) -m project.devstack run
+
+## make test: lint, format check, then pytest (which also checks for missing migrations).
+test: deps-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+## make manage CMD="createsuperuser": manage.py against the same database and broker as `make run`.
+manage: deps
+	$(PY) -m project.devstack exec -- $(PY) manage.py $(CMD)
+
+lint: $(VENV)/.dev-installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) .data artifacts .pytest_cache

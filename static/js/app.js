@@ -1,0 +1,65 @@
+// Small behaviours for server-rendered pages. No inline scripts: the CSP forbids them.
+(function () {
+  "use strict";
+
+  function currentTheme() {
+    var explicit = document.documentElement.getAttribute("data-theme");
+    if (explicit) return explicit;
+    return window.matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+  }
+
+  function bindThemeToggle(root) {
+    root.querySelectorAll("[data-theme-toggle]").forEach(function (button) {
+      if (button.dataset.bound) return;
+      button.dataset.bound = "1";
+      button.addEventListener("click", function () {
+        var next = currentTheme() === "dark" ? "light" : "dark";
+        document.documentElement.setAttribute("data-theme", next);
+        try { window.localStorage.setItem("gatehouse-theme", next); } catch (e) { /* storage blocked */ }
+        document.dispatchEvent(new CustomEvent("gatehouse:theme", { detail: next }));
+      });
+    });
+  }
+
+  // <button data-copy="text"> or data-copy-target="#id" copies to the clipboard.
+  function bindCopyButtons(root) {
+    root.querySelectorAll("[data-copy], [data-copy-target]").forEach(function (button) {
+      if (button.dataset.bound) return;
+      button.dataset.bound = "1";
+      button.addEventListener("click", function () {
+        var text = button.dataset.copy;
+        if (button.dataset.copyTarget) {
+          var target = document.querySelector(button.dataset.copyTarget);
+          text = target ? (target.value || target.textContent) : "";
+        }
+        var label = button.textContent;
+        navigator.clipboard.writeText(text.trim()).then(function () {
+          button.textContent = "Copied";
+          setTimeout(function () { button.textContent = label; }, 1500);
+        });
+      });
+    });
+  }
+
+  // <form data-confirm="message">: asks before submitting (destructive actions).
+  function bindConfirmForms(root) {
+    root.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      if (form.dataset.bound) return;
+      form.dataset.bound = "1";
+      form.addEventListener("submit", function (event) {
+        if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+      });
+    });
+  }
+
+  function bindAll(root) {
+    bindThemeToggle(root);
+    bindCopyButtons(root);
+    bindConfirmForms(root);
+    document.dispatchEvent(new CustomEvent("gatehouse:bind", { detail: root }));
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { bindAll(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { bindAll(event.target); });
+  window.Gatehouse = { bindAll: bindAll, currentTheme: currentTheme };
+})();

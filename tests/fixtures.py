@@ -1,0 +1,180 @@
+"""Fixtures shared by every test: users and tenants, a real browser, subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+
+from accounts.models import User
+from accounts.services import user_create
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ARTIFACTS = BASE_DIR / "artifacts"
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> Iterator[None]:
+    # Each xdist worker has its own Redis database (tests/settings.py), so this never reaches another worker.
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def make_user(db):  # type: ignore[no-untyped-def]
+    def make(email: str, *, verified: bool = True, password: str = PASSWORD, **fields: object) -> User:
+        return user_create(email=email, password=password, email_verified=verified, **fields)  # type: ignore[arg-type]
+
+    return make
+
+
+# --- subprocesses (real servers and workers) -----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def database_url_for_current_test_db() -> str:
+    """DATABASE_URL pointing at the database pytest-django created for this worker."""
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    host = params.get("host") or "127.0.0.1"
+    from urllib.parse import quote
+
+    host_part = quote(host, safe="") if host.startswith("/") else f"{host}:{params.get('port') or 5432}"
+    return f"postgres://{params.get('user') or 'postgres'}@{host_part}/{params['dbname']}"
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # subprocesses use the production settings module
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set in-process for Playwright only
+    env.update(overrides)
+    return env
+
+
+def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - local test server
+                return
+        except urllib.error.HTTPError:
+            return  # it answered, even if with an error status
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture
+def run_server():  # type: ignore[no-untyped-def]
+    """Start `gunicorn project.wsgi` with the given environment; stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**env: str) -> str:
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "project.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+            ],
+            cwd=BASE_DIR,
+            env=subprocess_env(**env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        started.append(process)
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/healthz", process=process)
+        return base
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(10)
+
+
+# --- the browser --------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium():  # type: ignore[no-untyped-def]
+    # Playwright's sync API runs an event loop in this thread; Django's ORM refuses to run
+    # beside one unless told it is safe (it is: the loop is idle while our code runs).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class CheckedPage:
+    """A browser tab that screenshots every page it checks and records console errors (CSP violations among them)."""
+
+    def __init__(self, page, base_url: str, test_name: str):  # type: ignore[no-untyped-def]
+        self.page = page
+        self.base_url = base_url
+        self.shot_dir = ARTIFACTS / "screenshots"
+        self.shot_dir.mkdir(parents=True, exist_ok=True)
+        self.test_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)
+        self.console_errors: list[str] = []
+        self.shots: list[Path] = []
+        page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
+        page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
+
+    def visit(self, path: str, label: str | None = None):  # type: ignore[no-untyped-def]
+        response = self.page.goto(self.base_url + path)
+        self.snap(label or path)
+        return response
+
+    def snap(self, label: str) -> Path:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "page"
+        path = self.shot_dir / f"{self.test_name}--{len(self.shots):02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        self.shots.append(path)
+        return path
+
+
+@pytest.fixture
+def browser_page(chromium, live_server, request):  # type: ignore[no-untyped-def]
+    context = chromium.new_context(viewport={"width": 1280, "height": 860})
+    checked = CheckedPage(context.new_page(), live_server.url, request.node.name)
+    yield checked
+    context.close()
+    assert checked.console_errors == [], f"browser console errors: {checked.console_errors}"

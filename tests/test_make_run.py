@@ -1,0 +1,60 @@
+"""`make run`'s supervisor end to end: embedded stack, migrate, seed, web + worker + beat, Ctrl-C."""
+
+import http.cookiejar
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+
+import psutil
+import pytest
+
+from project.demo import DEMO_EMAIL, DEMO_PASSWORD
+from tests.fixtures import BASE_DIR, free_port, subprocess_env, wait_for_http
+
+
+def _sign_in(base: str) -> str:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    login_page = opener.open(f"{base}/accounts/login/", timeout=30).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "login": DEMO_EMAIL, "password": DEMO_PASSWORD})
+    return opener.open(f"{base}/accounts/login/", data=form.encode(), timeout=30).read().decode()
+
+
+@pytest.mark.slow
+def test_make_run_serves_the_demo_and_ctrl_c_leaves_no_process(tmp_path):
+    port = free_port()
+    env = subprocess_env(GATEHOUSE_DATA_DIR=str(tmp_path / "data"), PORT=str(port))
+    for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SITE_URL", "EMAIL_URL", "ALLOWED_HOSTS"):
+        env.pop(name, None)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "project.devstack", "run"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/healthz", timeout=180, process=supervisor)
+        started = psutil.Process(supervisor.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "gunicorn" in names
+        assert "worker" in names
+        assert "beat" in names
+        home = _sign_in(base)
+        assert "Welcome, Dana" in home
+        pg_pid = int((tmp_path / "data" / "postgres" / "postmaster.pid").read_text().split()[0])
+        assert psutil.pid_exists(pg_pid)
+    finally:
+        supervisor.send_signal(signal.SIGINT)
+        output = supervisor.communicate(timeout=90)[0].decode()
+    assert "Gatehouse is up" in output
+    assert "stopped." in output
+    leftovers = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert leftovers == []
+    assert not psutil.pid_exists(pg_pid) or psutil.Process(pg_pid).status() == psutil.STATUS_ZOMBIE
+    assert not (tmp_path / "data" / "stack.env").exists()
