@@ -29,8 +29,8 @@ def _redis_db_for_this_worker(url: str) -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     db = 2 + int(worker.removeprefix("gw") or 0)
     parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return urlunsplit(parts._replace(query=f"db={db}"))
+    if parts.scheme == "unix":  # urlunsplit would drop the empty authority: unix:/path
+        return f"unix://{parts.path}?db={db}"
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 

@@ -19,3 +19,19 @@ def test_home_and_login_pages_render_and_a_user_can_sign_in(browser_page, make_u
     page.get_by_role("button", name="Sign In").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Welcome, Sam")
     browser_page.snap("signed-in")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_dark_scheme_follows_the_system_and_the_toggle_overrides_it(browser_page):
+    page = browser_page.page
+    page.emulate_media(color_scheme="dark")
+    browser_page.visit("/", "home-dark")
+    dark_background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    page.get_by_role("button", name="Switch colour scheme").click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    light_background = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert dark_background != light_background
+    page.reload()  # the choice is remembered
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    browser_page.snap("home-light-after-toggle")
