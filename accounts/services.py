@@ -1,9 +1,77 @@
+"""Writes for users, teams, memberships, invitations, management tokens and the audit log."""
+
 from __future__ import annotations
 
-from allauth.account.models import EmailAddress
-from django.db import transaction
+import hashlib
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
 
-from accounts.models import User
+from allauth.account.models import EmailAddress
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.text import slugify
+
+from accounts import emails
+from accounts.models import (
+    AuditEvent,
+    Invitation,
+    ManagementToken,
+    Membership,
+    Role,
+    Team,
+    TokenScope,
+    User,
+)
+from accounts.permissions import can_grant, user_has_mfa
+from project.errors import ServiceError
+from project.http import client_ip
+
+INVITATION_LIFETIME = timedelta(days=7)
+INVITATION_RESEND_INTERVAL = timedelta(minutes=1)
+MANAGEMENT_TOKEN_PREFIX = "gmt_"  # noqa: S105 - a public prefix, not a secret
+
+
+def sha256_hex(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- audit ----------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: User | None = None,
+    team: Team | None = None,
+    target: Any = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    request: HttpRequest | None = None,
+    actor_email: str = "",
+    target_repr: str = "",
+) -> AuditEvent:
+    """Append one event to the audit log (actor, team, target, IP, time, before/after)."""
+    user_agent = request.META.get("HTTP_USER_AGENT", "")[:254] if request is not None else ""
+    return AuditEvent.objects.create(
+        team=team,
+        team_name=team.name if team else "",
+        actor=actor,
+        actor_email=actor.email if actor else actor_email,
+        action=action,
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_repr=(target_repr or (str(target) if target is not None else ""))[:254],
+        ip=client_ip(request),
+        user_agent=user_agent,
+        before=before,
+        after=after,
+    )
+
+
+# --- users ----------------------------------------------------------------------------------
 
 
 @transaction.atomic
@@ -12,3 +80,421 @@ def user_create(*, email: str, password: str | None, name: str = "", email_verif
     user = User.objects.create_user(email=email, password=password, name=name)
     EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=email_verified)
     return user
+
+
+def user_email_verified(user: User) -> bool:
+    return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:40].strip("-") or "team"
+    slug = base
+    while Team.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(2)}"
+    return slug
+
+
+def default_team_name(user: User) -> str:
+    first = user.name.split(" ")[0] if user.name else user.email.split("@")[0]
+    return f"{first}'s team"[:80]
+
+
+@transaction.atomic
+def team_create(*, name: str, owner: User, request: HttpRequest | None = None) -> Team:
+    """Create a team with `owner` as its one owner."""
+    name = name.strip()
+    if not name:
+        raise ServiceError("name_required", "Give the team a name.", field="name")
+    team = Team.objects.create(name=name[:80], slug=_unique_slug(name))
+    Membership.objects.create(team=team, user=owner, role=Role.OWNER)
+    audit_record(action="team.created", actor=owner, team=team, target=team, after={"name": team.name}, request=request)
+    return team
+
+
+@transaction.atomic
+def team_rename(*, team: Team, name: str, actor: User, request: HttpRequest | None = None) -> Team:
+    name = name.strip()
+    if not name:
+        raise ServiceError("name_required", "Give the team a name.", field="name")
+    before = team.name
+    if before == name:
+        return team
+    team.name = name[:80]
+    team.save(update_fields=["name"])
+    audit_record(
+        action="team.renamed",
+        actor=actor,
+        team=team,
+        target=team,
+        before={"name": before},
+        after={"name": name},
+        request=request,
+    )
+    return team
+
+
+@transaction.atomic
+def team_set_require_mfa(*, team: Team, required: bool, actor: User, request: HttpRequest | None = None) -> Team:
+    if required and not user_has_mfa(actor):
+        raise ServiceError(
+            "mfa_required_for_owner",
+            "Set up two-factor authentication for yourself before requiring it of the team.",
+            field="require_mfa",
+        )
+    if team.require_mfa == required:
+        return team
+    team.require_mfa = required
+    team.save(update_fields=["require_mfa"])
+    audit_record(
+        action="team.mfa_requirement_changed",
+        actor=actor,
+        team=team,
+        target=team,
+        before={"require_mfa": not required},
+        after={"require_mfa": required},
+        request=request,
+    )
+    return team
+
+
+def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequest | None = None) -> None:
+    """Delete a team and everything it owns. Refused while an invoice is unpaid."""
+    from billing.selectors import team_has_unpaid_invoices
+
+    if confirmation.strip() != team.slug:
+        raise ServiceError("confirmation_mismatch", f"Type {team.slug} to confirm.", field="confirmation")
+    if team_has_unpaid_invoices(team=team):
+        raise ServiceError(
+            "unpaid_invoice", "This team has an unpaid invoice. Pay or settle it before deleting the team.", status=409
+        )
+    with transaction.atomic():
+        audit_record(
+            action="team.deleted",
+            actor=actor,
+            team=team,
+            target=team,
+            before={"name": team.name, "slug": team.slug},
+            request=request,
+        )
+        team.delete()
+
+
+@transaction.atomic
+def ownership_transfer(*, team: Team, new_owner: Membership, actor: User, request: HttpRequest | None = None) -> None:
+    """Make another member the owner; the current owner becomes an admin. One owner at every moment."""
+    current = Membership.objects.select_for_update().get(team=team, role=Role.OWNER)
+    if current.user_id != actor.pk:
+        raise ServiceError("not_owner", "Only the owner can transfer ownership.", status=403)
+    new_owner = Membership.objects.select_for_update().get(pk=new_owner.pk, team=team)
+    if new_owner.pk == current.pk:
+        raise ServiceError("already_owner", "You already own this team.", field="member")
+    previous_role = new_owner.role
+    current.role = Role.ADMIN
+    current.save(update_fields=["role"])
+    new_owner.role = Role.OWNER
+    new_owner.save(update_fields=["role"])
+    audit_record(
+        action="team.ownership_transferred",
+        actor=actor,
+        team=team,
+        target=new_owner.user,
+        before={"owner": actor.email, "new_owner_role": previous_role},
+        after={"owner": new_owner.user.email, "previous_owner_role": Role.ADMIN},
+        request=request,
+    )
+    emails.role_changed(membership=new_owner, previous_role=previous_role)
+
+
+# --- members --------------------------------------------------------------------------------
+
+
+def _lock_member(membership: Membership, actor: Membership | None = None) -> Membership:
+    if actor is not None and actor.team_id != membership.team_id:
+        raise ServiceError("not_found", "No such member.", status=404)
+    return Membership.objects.select_for_update().select_related("user", "team").get(pk=membership.pk)
+
+
+@transaction.atomic
+def member_change_role(
+    *, membership: Membership, role: str, actor: Membership, request: HttpRequest | None = None
+) -> Membership:
+    """Change a member's role. Nobody grants above their own role; the owner's role changes only by transfer."""
+    membership = _lock_member(membership, actor)
+    if role not in Role.values:
+        raise ServiceError("invalid_role", f"{role!r} is not a role.", field="role")
+    if membership.role == Role.OWNER:
+        raise ServiceError(
+            "owner_role", "The owner's role changes only by transferring ownership.", field="role", status=403
+        )
+    if not can_grant(actor.role, role) or not can_grant(actor.role, membership.role):
+        raise ServiceError("role_above_own", "You cannot grant a role above your own.", field="role", status=403)
+    previous = membership.role
+    if previous == role:
+        return membership
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        action="member.role_changed",
+        actor=actor.user,
+        team=membership.team,
+        target=membership.user,
+        before={"role": previous},
+        after={"role": role},
+        request=request,
+    )
+    emails.role_changed(membership=membership, previous_role=previous)
+    return membership
+
+
+@transaction.atomic
+def member_remove(*, membership: Membership, actor: Membership, request: HttpRequest | None = None) -> None:
+    """Remove a member; it takes effect on their next request (memberships are read on every request)."""
+    membership = _lock_member(membership, actor)
+    if membership.role == Role.OWNER:
+        raise ServiceError(
+            "owner_cannot_be_removed", "The owner cannot be removed; ownership must be transferred first.", status=403
+        )
+    if membership.pk == actor.pk:
+        raise ServiceError("use_leave", "To remove yourself, leave the team.", status=400)
+    if not can_grant(actor.role, membership.role):
+        raise ServiceError("role_above_own", "You cannot remove a member whose role is above yours.", status=403)
+    audit_record(
+        action="member.removed",
+        actor=actor.user,
+        team=membership.team,
+        target=membership.user,
+        before={"role": membership.role},
+        request=request,
+    )
+    user, team = membership.user, membership.team
+    membership.delete()
+    emails.removed_from_team(user=user, team=team)
+
+
+@transaction.atomic
+def member_leave(*, membership: Membership, request: HttpRequest | None = None) -> None:
+    membership = _lock_member(membership)
+    if membership.role == Role.OWNER:
+        raise ServiceError("owner_must_transfer", "Transfer ownership to another member before leaving.", status=400)
+    audit_record(
+        action="member.left",
+        actor=membership.user,
+        team=membership.team,
+        target=membership.user,
+        before={"role": membership.role},
+        request=request,
+    )
+    membership.delete()
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
+def _new_invitation_token() -> tuple[str, str]:
+    token = secrets.token_urlsafe(32)
+    return token, sha256_hex(token)
+
+
+def invitation_create(
+    *, team: Team, email: str, role: str, invited_by: Membership, request: HttpRequest | None = None
+) -> tuple[Invitation, str]:
+    """Invite an email address with a role. Returns the invitation and its token (the only copy goes in the email)."""
+    email = User.objects.normalize_email(email.strip()).lower()
+    if role not in Role.values:
+        raise ServiceError("invalid_role", f"{role!r} is not a role.", field="role")
+    if not can_grant(invited_by.role, role):
+        raise ServiceError(
+            "role_above_own", "You cannot invite someone with a role above your own.", field="role", status=403
+        )
+    if Membership.objects.filter(team=team, user__email__iexact=email).exists():
+        raise ServiceError("already_member", f"{email} is already a member of this team.", field="email", status=409)
+    token, token_hash = _new_invitation_token()
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            # An expired invitation still counts as open in the constraint: close it so a new one can be sent.
+            Invitation.objects.filter(
+                team=team, email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__lte=now
+            ).update(revoked_at=now)
+            invitation = Invitation.objects.create(
+                team=team,
+                email=email,
+                role=role,
+                token_hash=token_hash,
+                invited_by=invited_by.user,
+                created_at=now,
+                expires_at=now + INVITATION_LIFETIME,
+                last_sent_at=now,
+            )
+            audit_record(
+                action="member.invited",
+                actor=invited_by.user,
+                team=team,
+                target=invitation,
+                after={"email": email, "role": role},
+                request=request,
+            )
+    except IntegrityError:
+        raise ServiceError(
+            "already_invited",
+            f"{email} already has a pending invitation; resend it instead.",
+            field="email",
+            status=409,
+        ) from None
+    transaction.on_commit(lambda: emails.invitation(invitation=invitation, token=token))
+    return invitation, token
+
+
+@transaction.atomic
+def invitation_resend(*, invitation: Invitation, actor: Membership, request: HttpRequest | None = None) -> str:
+    """Send the invitation again with a new link (the old one stops working) and a fresh 7-day expiry."""
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.status not in ("pending", "expired"):
+        raise ServiceError("not_pending", f"This invitation was already {invitation.status}.", status=409)
+    now = timezone.now()
+    wait = invitation.last_sent_at + INVITATION_RESEND_INTERVAL - now
+    if wait > timedelta(0):
+        raise ServiceError(
+            "resend_too_soon",
+            f"Sent less than a minute ago; try again in {int(wait.total_seconds()) + 1} s.",
+            status=429,
+        )
+    if not can_grant(actor.role, invitation.role):
+        raise ServiceError("role_above_own", "You cannot resend an invitation for a role above your own.", status=403)
+    token, invitation.token_hash = _new_invitation_token()
+    invitation.last_sent_at = now
+    invitation.expires_at = now + INVITATION_LIFETIME
+    invitation.save(update_fields=["token_hash", "last_sent_at", "expires_at"])
+    audit_record(
+        action="member.invitation_resent", actor=actor.user, team=invitation.team, target=invitation, request=request
+    )
+    transaction.on_commit(lambda: emails.invitation(invitation=invitation, token=token))
+    return token
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation, actor: Membership, request: HttpRequest | None = None) -> None:
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.status != "pending" and invitation.status != "expired":
+        raise ServiceError("not_pending", f"This invitation was already {invitation.status}.", status=409)
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    audit_record(
+        action="member.invitation_revoked",
+        actor=actor.user,
+        team=invitation.team,
+        target=invitation,
+        before={"email": invitation.email, "role": invitation.role},
+        request=request,
+    )
+
+
+def invitation_by_token(token: str) -> Invitation | None:
+    if not token or len(token) > 128:
+        return None
+    return Invitation.objects.select_related("team", "invited_by").filter(token_hash=sha256_hex(token)).first()
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User, request: HttpRequest | None = None) -> Membership:
+    """Accept an invitation: single use, unexpired, and only by the invited email address."""
+    found = invitation_by_token(token)
+    if found is None:
+        raise ServiceError("invalid_invitation", "This invitation link is not valid.", status=404)
+    invitation = Invitation.objects.select_for_update().select_related("team").get(pk=found.pk)
+    status = invitation.status
+    if status == "accepted":
+        raise ServiceError("invitation_used", "This invitation has already been used.", status=410)
+    if status == "revoked":
+        raise ServiceError("invitation_revoked", "This invitation was withdrawn.", status=410)
+    if status == "expired":
+        raise ServiceError("invitation_expired", "This invitation has expired. Ask for a new one.", status=410)
+    if user.email.lower() != invitation.email.lower():
+        raise ServiceError(
+            "wrong_email",
+            f"This invitation was sent to {invitation.email}. Sign in with that address to accept it.",
+            status=403,
+        )
+    membership, created = Membership.objects.get_or_create(
+        team=invitation.team, user=user, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    # Following the emailed link proves the address is theirs.
+    EmailAddress.objects.filter(user=user, email__iexact=invitation.email).update(verified=True)
+    if created:
+        audit_record(
+            action="member.joined",
+            actor=user,
+            team=invitation.team,
+            target=user,
+            after={"role": membership.role, "invited_by": invitation.invited_by.email if invitation.invited_by else ""},
+            request=request,
+        )
+    return membership
+
+
+# --- management tokens ----------------------------------------------------------------------
+
+
+def management_token_create(
+    *,
+    team: Team,
+    name: str,
+    scopes: Iterable[str],
+    actor: User,
+    expires_at: datetime | None = None,
+    request: HttpRequest | None = None,
+) -> tuple[ManagementToken, str]:
+    """Create a token for the team API. Returns the token row and the secret, which is never stored."""
+    name = name.strip()
+    scopes = sorted(set(scopes))
+    if not name:
+        raise ServiceError("name_required", "Give the token a name.", field="name")
+    if not scopes or any(scope not in TokenScope.values for scope in scopes):
+        raise ServiceError("invalid_scopes", "Choose read, write or both.", field="scopes")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ServiceError("expiry_in_past", "The expiry must be in the future.", field="expires_at")
+    public_id = secrets.token_hex(4)
+    secret = f"{MANAGEMENT_TOKEN_PREFIX}{public_id}_{secrets.token_urlsafe(32)}"
+    with transaction.atomic():
+        token = ManagementToken.objects.create(
+            team=team,
+            name=name[:80],
+            prefix=f"{MANAGEMENT_TOKEN_PREFIX}{public_id}",
+            token_hash=sha256_hex(secret),
+            scopes=scopes,
+            created_by=actor,
+            expires_at=expires_at,
+        )
+        audit_record(
+            action="token.created",
+            actor=actor,
+            team=team,
+            target=token,
+            after={"name": token.name, "scopes": scopes, "expires_at": expires_at.isoformat() if expires_at else None},
+            request=request,
+        )
+    return token, secret
+
+
+@transaction.atomic
+def management_token_revoke(*, token: ManagementToken, actor: User, request: HttpRequest | None = None) -> None:
+    token = ManagementToken.objects.select_for_update().get(pk=token.pk)
+    if token.revoked_at is not None:
+        return
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    audit_record(action="token.revoked", actor=actor, team=token.team, target=token, request=request)
+
+
+def management_token_touch(*, token: ManagementToken) -> None:
+    """Record use, at most once a minute per token (a single UPDATE, no read-modify-write)."""
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ManagementToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -31,4 +31,15 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def home(request: HttpRequest) -> HttpResponse:
+    """Signed in: the current team (or an invitation to create one). Signed out: what Gatehouse is."""
+    if request.user.is_authenticated:
+        from accounts.forms import TeamNameForm
+        from accounts.services import default_team_name
+        from accounts.views import current_team_slug
+
+        slug = current_team_slug(request)
+        if slug:
+            return redirect("team_home", team_slug=slug)
+        form = TeamNameForm(initial={"name": default_team_name(request.user)})  # type: ignore[arg-type]
+        return render(request, "home.html", {"form": form})
     return render(request, "home.html")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from django.core.cache import cache
 
-from accounts.models import User
-from accounts.services import user_create
+from accounts.models import Membership, Role, Team, User
+from accounts.services import team_create, user_create
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = BASE_DIR / "artifacts"
@@ -33,6 +33,64 @@ def _clean_cache() -> Iterator[None]:
 def make_user(db):  # type: ignore[no-untyped-def]
     def make(email: str, *, verified: bool = True, password: str = PASSWORD, **fields: object) -> User:
         return user_create(email=email, password=password, email_verified=verified, **fields)  # type: ignore[arg-type]
+
+    return make
+
+
+# --- three tenants (healthchecks' Alice / Bob / Charlie) ------------------------------------
+# owner_a owns team A; teammate_a is a developer in team A; outsider_b owns team B and nothing else.
+
+
+@pytest.fixture
+def owner_a(make_user) -> User:  # type: ignore[no-untyped-def]
+    return make_user("alice@a.example", name="Alice Owner")
+
+
+@pytest.fixture
+def team_a(owner_a) -> Team:  # type: ignore[no-untyped-def]
+    return team_create(name="Team A", owner=owner_a)
+
+
+@pytest.fixture
+def teammate_a(make_user, team_a) -> User:  # type: ignore[no-untyped-def]
+    user = make_user("bob@a.example", name="Bob Developer")
+    Membership.objects.create(team=team_a, user=user, role=Role.DEVELOPER)
+    return user
+
+
+@pytest.fixture
+def outsider_b(make_user) -> User:  # type: ignore[no-untyped-def]
+    return make_user("charlie@b.example", name="Charlie Outsider")
+
+
+@pytest.fixture
+def team_b(outsider_b) -> Team:  # type: ignore[no-untyped-def]
+    return team_create(name="Team B", owner=outsider_b)
+
+
+@pytest.fixture
+def member_of(make_user, team_a):  # type: ignore[no-untyped-def]
+    """member_of(role) → a new user holding `role` in team A."""
+
+    def make(role: str, email: str | None = None) -> User:
+        user = make_user(email or f"{role}-{User.objects.count()}@a.example")
+        if role == Role.OWNER:
+            raise ValueError("team A has its owner: owner_a")
+        Membership.objects.create(team=team_a, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def client_for(client):  # type: ignore[no-untyped-def]
+    """client_for(user) → a test client signed in as user."""
+    from django.test import Client
+
+    def make(user: User, **kwargs: object) -> Client:
+        c = Client(**kwargs)
+        c.force_login(user)
+        return c
 
     return make
 
@@ -154,9 +212,18 @@ class CheckedPage:
         self.shot_dir.mkdir(parents=True, exist_ok=True)
         self.test_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)
         self.console_errors: list[str] = []
+        self.allowed_errors: list[str] = []
         self.shots: list[Path] = []
-        page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
+        page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
+
+    def _on_console(self, message) -> None:  # type: ignore[no-untyped-def]
+        if message.type == "error" and not any(allowed in message.text for allowed in self.allowed_errors):
+            self.console_errors.append(message.text)
+
+    def allow_console_error(self, text: str) -> None:
+        """Expect a console error containing text (e.g. the 404 of a page the test means to be missing)."""
+        self.allowed_errors.append(text)
 
     def visit(self, path: str, label: str | None = None):  # type: ignore[no-untyped-def]
         response = self.page.goto(self.base_url + path)
@@ -172,9 +239,24 @@ class CheckedPage:
 
 
 @pytest.fixture
-def browser_page(chromium, live_server, request):  # type: ignore[no-untyped-def]
-    context = chromium.new_context(viewport={"width": 1280, "height": 860})
-    checked = CheckedPage(context.new_page(), live_server.url, request.node.name)
-    yield checked
-    context.close()
-    assert checked.console_errors == [], f"browser console errors: {checked.console_errors}"
+def browser_pages(chromium, live_server, request):  # type: ignore[no-untyped-def]
+    """browser_pages(label) → a new CheckedPage in its own browser context (its own cookies): one per person."""
+    opened: list[tuple[object, CheckedPage]] = []
+
+    def open_page(label: str = "") -> CheckedPage:
+        context = chromium.new_context(viewport={"width": 1280, "height": 860})
+        name = request.node.name + (f"-{label}" if label else "")
+        checked = CheckedPage(context.new_page(), live_server.url, name)
+        opened.append((context, checked))
+        return checked
+
+    yield open_page
+    for context, _checked in opened:
+        context.close()  # type: ignore[attr-defined]
+    errors = [error for _context, checked in opened for error in checked.console_errors]
+    assert errors == [], f"browser console errors: {errors}"
+
+
+@pytest.fixture
+def browser_page(browser_pages):  # type: ignore[no-untyped-def]
+    return browser_pages()

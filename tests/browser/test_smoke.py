@@ -17,6 +17,7 @@ def test_home_and_login_pages_render_and_a_user_can_sign_in(browser_page, make_u
     page.get_by_label("Email").fill("smoke@example.com")
     page.get_by_label("Password").fill("correct-horse-battery-staple")
     page.get_by_role("button", name="Sign In").click()
+    # Without a team, the landing page offers to create one.
     expect(page.get_by_role("heading", level=1)).to_have_text("Welcome, Sam")
     browser_page.snap("signed-in")
 

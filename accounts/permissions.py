@@ -1,0 +1,217 @@
+"""Who may do what in a team: the one role-by-action table, and the checks that enforce it.
+
+Every team-scoped HTML view is wrapped in `team_view(GET=..., POST=...)` and every team-scoped API
+view uses `TeamPermission` with `required_actions`; a test walks every URL pattern and fails
+on any view that is neither team-scoped through these nor listed in NON_TEAM_VIEWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import permissions as drf_permissions
+
+from accounts.models import Membership, Role, TokenScope
+
+OWNER, ADMIN, DEVELOPER, FINANCE, VIEWER = Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.FINANCE, Role.VIEWER
+EVERYONE = frozenset(Role)
+
+# action → roles allowed. The README's role table is generated from this.
+ACTIONS: dict[str, frozenset[Role]] = {
+    "team.view": EVERYONE,
+    "team.update": frozenset({OWNER, ADMIN}),
+    "team.security": frozenset({OWNER}),
+    "team.transfer": frozenset({OWNER}),
+    "team.delete": frozenset({OWNER}),
+    "team.leave": frozenset({ADMIN, DEVELOPER, FINANCE, VIEWER}),  # the owner transfers first
+    "members.view": frozenset({OWNER, ADMIN}),
+    "members.manage": frozenset({OWNER, ADMIN}),
+    "audit.view": frozenset({OWNER, ADMIN}),
+    "tokens.manage": frozenset({OWNER, ADMIN}),
+    "endpoints.view": frozenset({OWNER, ADMIN, DEVELOPER, VIEWER}),
+    "endpoints.manage": frozenset({OWNER, ADMIN, DEVELOPER}),
+    "keys.view": frozenset({OWNER, ADMIN, DEVELOPER, VIEWER}),  # names and ids; secrets are shown only once
+    "keys.manage": frozenset({OWNER, ADMIN, DEVELOPER}),
+    "usage.view": EVERYONE,
+    "billing.view": frozenset({OWNER, ADMIN, FINANCE}),
+    "billing.payment_method": frozenset({OWNER, ADMIN, FINANCE}),
+    "billing.manage": frozenset({OWNER, ADMIN}),  # change plan
+    "budgets.manage": frozenset({OWNER, ADMIN, FINANCE}),
+}
+
+ACTION_LABELS: dict[str, str] = {
+    "team.view": "Open the team",
+    "team.update": "Rename the team",
+    "team.security": "Require two-factor authentication",
+    "team.transfer": "Transfer ownership",
+    "team.delete": "Delete the team",
+    "team.leave": "Leave the team",
+    "members.view": "See members and invitations",
+    "members.manage": "Invite, remove, change roles",
+    "audit.view": "Read and export the audit log",
+    "tokens.manage": "Create and revoke management tokens",
+    "endpoints.view": "See endpoints",
+    "endpoints.manage": "Create and change endpoints",
+    "keys.view": "See API keys (never their secrets)",
+    "keys.manage": "Create, rotate, revoke API keys",
+    "usage.view": "See usage and latency",
+    "billing.view": "See invoices, cost and payment method",
+    "billing.payment_method": "Manage the payment method",
+    "billing.manage": "Change the plan",
+    "budgets.manage": "Set budgets and alerts",
+}
+
+# Roles in order of power, for "nobody grants a role above their own". Developer and finance
+# are different, not ranked: neither may grant the other (neither may manage members anyway).
+ROLE_RANK: dict[Role, int] = {OWNER: 4, ADMIN: 3, DEVELOPER: 2, FINANCE: 2, VIEWER: 1}
+
+# A management token acts with an admin's rights, narrowed by its scopes: read → safe methods only.
+TOKEN_ROLE = ADMIN
+
+# Views that are not team-scoped, by dotted-name prefix (or "url:" + URL prefix), with the reason.
+NON_TEAM_VIEWS: dict[str, str] = {
+    "project.views.": "public: home page, health checks",
+    "allauth.": "authentication (django-allauth): sign-up, sign-in, MFA, email, password",
+    "url:admin/": "operator admin: Django's admin requires is_staff on every view",
+    "accounts.views.team_mfa_required": "explains a team's 2FA rule to its members (checks membership itself)",
+    "drf_spectacular.": "public: OpenAPI schema and docs",
+    "accounts.views.invitation_": "invitation links: the token is the credential",
+    "accounts.views.team_create": "any signed-in user may create a team",
+    "accounts.views.security_log": "a user's own sign-in history",
+    "accounts.api.TeamListAPI": "lists only the caller's own teams",
+}
+
+
+def listed_as_non_team(view: str, url: str) -> bool:
+    return any(
+        url.startswith(prefix[4:]) if prefix.startswith("url:") else view.startswith(prefix)
+        for prefix in NON_TEAM_VIEWS
+    )
+
+
+def role_table_markdown() -> str:
+    """The role table as Markdown, for the README (a test keeps the two identical)."""
+    roles = list(Role)
+    lines = ["| action | " + " | ".join(r.label.lower() for r in roles) + " |", "| --- |" + " :-: |" * len(roles)]
+    for action, label in ACTION_LABELS.items():
+        marks = " | ".join("✓" if r in ACTIONS[action] else "·" for r in roles)
+        lines.append(f"| {label} (`{action}`) | {marks} |")
+    return "\n".join(lines)
+
+
+def can(role: str, action: str) -> bool:
+    """Whether role may perform action. Unknown actions are a programming error."""
+    return Role(role) in ACTIONS[action]
+
+
+def can_grant(granter_role: str, role: str) -> bool:
+    """Whether someone with granter_role may give another member `role` (never owner: that is a transfer)."""
+    if role == OWNER:
+        return False
+    return can(granter_role, "members.manage") and ROLE_RANK[Role(role)] <= ROLE_RANK[Role(granter_role)]
+
+
+def grantable_roles(granter_role: str) -> list[Role]:
+    return [role for role in Role if can_grant(granter_role, role)]
+
+
+def user_has_mfa(user: Any) -> bool:
+    from allauth.mfa.models import Authenticator
+
+    return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
+
+
+def membership_for(*, user: Any, team_slug: str) -> Membership | None:
+    """The user's membership of the team with this slug, read fresh on every request."""
+    return Membership.objects.select_related("team").filter(user=user, team__slug=team_slug).first()
+
+
+def action_for_method(actions: Mapping[str, str], method: str) -> str | None:
+    """The action a request method needs; HEAD needs what GET needs; None: the method is not allowed."""
+    if method == "HEAD" and "HEAD" not in actions:
+        method = "GET"
+    return actions.get(method)
+
+
+def team_view(**actions: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Decorate a view under /t/<team_slug>/ with the action each method needs: team_view(GET=..., POST=...).
+
+    Outsiders get 404, roles without the action 403, unlisted methods 405. Sets request.team and
+    request.membership. A team that requires 2FA sends members without it to set it up first.
+    """
+    unknown = set(actions.values()) - set(ACTIONS)
+    if unknown:
+        raise ValueError(f"unknown actions {unknown}: add them to accounts.permissions.ACTIONS")
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, team_slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            membership = membership_for(user=request.user, team_slug=team_slug)
+            if membership is None:
+                raise Http404("No such team")
+            action = action_for_method(actions, request.method or "GET")
+            if action is None:
+                return HttpResponseNotAllowed(list(actions))
+            if not can(membership.role, action):
+                raise PermissionDenied("Your role in this team does not allow this")
+            if membership.team.require_mfa and not user_has_mfa(request.user):
+                return redirect("team_mfa_required", team_slug=team_slug)
+            request.team = membership.team  # type: ignore[attr-defined]
+            request.membership = membership  # type: ignore[attr-defined]
+            if request.session.get("current_team") != team_slug:
+                request.session["current_team"] = team_slug
+            return view(request, *args, **kwargs)
+
+        wrapper.permission_actions = actions  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+class TeamPermission(drf_permissions.BasePermission):
+    """DRF twin of team_view: the view names `required_actions = {method: action}` and a `team_slug` URL kwarg.
+
+    Session users act with their membership role; management tokens with TOKEN_ROLE narrowed by
+    scope. Another team's URL is 404 for both; a missing right is 403.
+    """
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        from accounts.authentication import TokenPrincipal
+
+        team_slug = view.kwargs.get("team_slug")
+        action = action_for_method(view.required_actions, request.method)
+        if action is None:
+            raise drf_exceptions.MethodNotAllowed(request.method)
+        principal = request.user
+        if isinstance(principal, TokenPrincipal):
+            if principal.team.slug != team_slug:
+                raise drf_exceptions.NotFound("No such team")
+            needed = TokenScope.READ if request.method in drf_permissions.SAFE_METHODS else TokenScope.WRITE
+            if needed not in principal.token.scopes:
+                raise drf_exceptions.PermissionDenied(f"This token lacks the '{needed}' scope")
+            if not can(TOKEN_ROLE, action):
+                raise drf_exceptions.PermissionDenied("Management tokens cannot do this")
+            request.team = principal.team
+            request.membership = None
+            return True
+        if not (principal and principal.is_authenticated):
+            raise drf_exceptions.NotAuthenticated()
+        membership = membership_for(user=principal, team_slug=team_slug)
+        if membership is None:
+            raise drf_exceptions.NotFound("No such team")
+        if not can(membership.role, action):
+            raise drf_exceptions.PermissionDenied("Your role in this team does not allow this")
+        if membership.team.require_mfa and not user_has_mfa(principal):
+            raise drf_exceptions.PermissionDenied("This team requires two-factor authentication")
+        request.team = membership.team
+        request.membership = membership
+        return True

@@ -1,0 +1,76 @@
+"""Reads for accounts and teams. Every read of team data takes the team explicitly."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+from django.db.models import Case, IntegerField, QuerySet, Value, When
+
+from accounts.models import AuditEvent, Invitation, ManagementToken, Membership, Role, Team, User
+
+_ROLE_ORDER = Case(
+    *[When(role=role, then=Value(index)) for index, role in enumerate(Role)], output_field=IntegerField()
+)
+
+
+def team_list_for_user(*, user: User) -> QuerySet[Membership]:
+    """The user's memberships with their teams, by team name."""
+    return Membership.objects.filter(user=user).select_related("team").order_by("team__name")
+
+
+def member_list(*, team: Team) -> QuerySet[Membership]:
+    return Membership.objects.filter(team=team).select_related("user").order_by(_ROLE_ORDER, "user__email")
+
+
+def member_get(*, team: Team, membership_id: int) -> Membership:
+    return Membership.objects.select_related("user", "team").get(team=team, pk=membership_id)
+
+
+def invitation_list_open(*, team: Team) -> QuerySet[Invitation]:
+    """Invitations not yet accepted or revoked (expired ones included, so they can be resent)."""
+    return (
+        Invitation.objects.filter(team=team, accepted_at__isnull=True, revoked_at__isnull=True)
+        .select_related("invited_by")
+        .order_by("-created_at")
+    )
+
+
+def invitation_get(*, team: Team, invitation_id: int) -> Invitation:
+    return Invitation.objects.select_related("team").get(team=team, pk=invitation_id)
+
+
+def audit_event_list(
+    *,
+    team: Team,
+    action: str | None = None,
+    actor_email: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> QuerySet[AuditEvent]:
+    events = AuditEvent.objects.filter(team=team)
+    if action:
+        events = events.filter(action=action)
+    if actor_email:
+        events = events.filter(actor_email__iexact=actor_email.strip())
+    if since:
+        events = events.filter(created_at__gte=datetime.combine(since, time.min, tzinfo=UTC))
+    if until:
+        events = events.filter(created_at__lt=datetime.combine(until, time.max, tzinfo=UTC))
+    return events.order_by("-created_at", "-id")
+
+
+def audit_actions_for_team(*, team: Team) -> list[str]:
+    return list(AuditEvent.objects.filter(team=team).values_list("action", flat=True).distinct().order_by("action"))
+
+
+def security_events_for_user(*, user: User, limit: int = 100) -> QuerySet[AuditEvent]:
+    """The user's own sign-ins, failures and account changes (not team events)."""
+    return AuditEvent.objects.filter(actor=user, team__isnull=True).order_by("-created_at", "-id")[:limit]
+
+
+def management_token_list(*, team: Team) -> QuerySet[ManagementToken]:
+    return ManagementToken.objects.filter(team=team).select_related("created_by").order_by("revoked_at", "-created_at")
+
+
+def management_token_get(*, team: Team, token_id: int) -> ManagementToken:
+    return ManagementToken.objects.get(team=team, pk=token_id)

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from accounts.permissions import can as role_can
+
+register = template.Library()
+
+
+@register.filter
+def can(membership: Any, action: str) -> bool:
+    """{% if request.membership|can:"members.manage" %} — hides what the view would refuse anyway."""
+    return membership is not None and role_can(membership.role, action)

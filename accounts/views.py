@@ -1,0 +1,462 @@
+"""HTML views for teams, members, invitations, the audit log and management tokens."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import selectors, services
+from accounts.adapter import INVITATION_SESSION_KEY
+from accounts.forms import (
+    AuditFilterForm,
+    DeleteTeamForm,
+    InviteForm,
+    RequireMfaForm,
+    RoleForm,
+    TeamNameForm,
+    TokenCreateForm,
+    TransferForm,
+)
+from accounts.models import Invitation, Membership, User
+from accounts.permissions import membership_for, team_view, user_has_mfa
+from billing.selectors import team_has_unpaid_invoices
+from project.errors import ServiceError
+
+AUDIT_PAGE_SIZE = 50
+AUDIT_CSV_LIMIT = 100_000
+
+
+def _team_url(request: HttpRequest, name: str, **kwargs: Any) -> str:
+    return reverse(name, kwargs={"team_slug": request.team.slug, **kwargs})  # type: ignore[attr-defined]
+
+
+# --- teams ----------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def team_create(request: HttpRequest) -> HttpResponse:
+    form = TeamNameForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            team = services.team_create(name=form.cleaned_data["name"], owner=request.user, request=request)
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, f"Created {team.name}.")
+            return redirect("team_home", team_slug=team.slug)
+    return render(request, "accounts/team_create.html", {"form": form})
+
+
+@team_view(GET="team.view")
+def team_home(request: HttpRequest) -> HttpResponse:
+    team = request.team  # type: ignore[attr-defined]
+    context = {
+        "email_verified": services.user_email_verified(request.user),  # type: ignore[arg-type]
+        "member_count": team.memberships.count(),
+    }
+    return render(request, "accounts/team_home.html", context)
+
+
+def _settings_context(request: HttpRequest, **forms: Any) -> dict[str, Any]:
+    team = request.team  # type: ignore[attr-defined]
+    membership = request.membership  # type: ignore[attr-defined]
+    context: dict[str, Any] = {
+        "name_form": TeamNameForm(initial={"name": team.name}),
+        "mfa_form": RequireMfaForm(initial={"require_mfa": team.require_mfa}),
+        "transfer_form": TransferForm(team=team, owner=membership),
+        "delete_form": DeleteTeamForm(),
+        "has_unpaid_invoice": team_has_unpaid_invoices(team=team),
+        "user_has_mfa": user_has_mfa(request.user),
+    }
+    context.update(forms)
+    return context
+
+
+@team_view(GET="team.view")
+def team_settings(request: HttpRequest) -> HttpResponse:
+    return render(request, "accounts/team_settings.html", _settings_context(request))
+
+
+@team_view(POST="team.update")
+def team_rename(request: HttpRequest) -> HttpResponse:
+    form = TeamNameForm(request.POST)
+    if form.is_valid():
+        try:
+            services.team_rename(team=request.team, name=form.cleaned_data["name"], actor=request.user, request=request)  # type: ignore[attr-defined, arg-type]
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, "Team renamed.")
+            return redirect(_team_url(request, "team_settings"))
+    return render(request, "accounts/team_settings.html", _settings_context(request, name_form=form), status=400)
+
+
+@team_view(POST="team.security")
+def team_security(request: HttpRequest) -> HttpResponse:
+    form = RequireMfaForm(request.POST)
+    if form.is_valid():
+        try:
+            services.team_set_require_mfa(
+                team=request.team,  # type: ignore[attr-defined]
+                required=form.cleaned_data["require_mfa"],
+                actor=request.user,  # type: ignore[arg-type]
+                request=request,
+            )
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, "Security settings saved.")
+            return redirect(_team_url(request, "team_settings"))
+    return render(request, "accounts/team_settings.html", _settings_context(request, mfa_form=form), status=400)
+
+
+@team_view(POST="team.transfer")
+def team_transfer(request: HttpRequest) -> HttpResponse:
+    form = TransferForm(request.POST, team=request.team, owner=request.membership)  # type: ignore[attr-defined]
+    if form.is_valid():
+        try:
+            services.ownership_transfer(
+                team=request.team,  # type: ignore[attr-defined]
+                new_owner=form.cleaned_data["member"],
+                actor=request.user,  # type: ignore[arg-type]
+                request=request,
+            )
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, f"{form.cleaned_data['member'].user.email} now owns this team; you are an admin.")
+            return redirect(_team_url(request, "team_settings"))
+    return render(request, "accounts/team_settings.html", _settings_context(request, transfer_form=form), status=400)
+
+
+@team_view(POST="team.delete")
+def team_delete(request: HttpRequest) -> HttpResponse:
+    form = DeleteTeamForm(request.POST)
+    if form.is_valid():
+        team = request.team  # type: ignore[attr-defined]
+        try:
+            services.team_delete(
+                team=team,
+                actor=request.user,  # type: ignore[arg-type]
+                confirmation=form.cleaned_data["confirmation"],
+                request=request,
+            )
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            request.session.pop("current_team", None)
+            messages.success(request, f"Deleted {team.name}.")
+            return redirect("home")
+    return render(request, "accounts/team_settings.html", _settings_context(request, delete_form=form), status=400)
+
+
+@team_view(POST="team.leave")
+def team_leave(request: HttpRequest) -> HttpResponse:
+    team = request.team  # type: ignore[attr-defined]
+    try:
+        services.member_leave(membership=request.membership, request=request)  # type: ignore[attr-defined]
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return redirect(_team_url(request, "team_settings"))
+    request.session.pop("current_team", None)
+    messages.success(request, f"You left {team.name}.")
+    return redirect("home")
+
+
+@login_required
+@require_GET
+def team_mfa_required(request: HttpRequest, team_slug: str) -> HttpResponse:
+    membership = membership_for(user=request.user, team_slug=team_slug)
+    if membership is None:
+        raise Http404("No such team")
+    if not membership.team.require_mfa or user_has_mfa(request.user):
+        return redirect("team_home", team_slug=team_slug)
+    return render(request, "accounts/team_mfa_required.html", {"team": membership.team})
+
+
+# --- members and invitations ----------------------------------------------------------------
+
+
+def _members_context(request: HttpRequest, invite_form: InviteForm | None = None) -> dict[str, Any]:
+    team = request.team  # type: ignore[attr-defined]
+    membership = request.membership  # type: ignore[attr-defined]
+    return {
+        "members": selectors.member_list(team=team),
+        "invitations": selectors.invitation_list_open(team=team),
+        "invite_form": invite_form or InviteForm(granter_role=membership.role),
+        "role_choices": RoleForm.base_fields["role"].choices,  # type: ignore[attr-defined]
+    }
+
+
+@team_view(GET="members.view", POST="members.manage")
+def members(request: HttpRequest) -> HttpResponse:
+    """The member list, pending invitations, and (POST) a new invitation."""
+    membership = request.membership  # type: ignore[attr-defined]
+    form = InviteForm(request.POST or None, granter_role=membership.role)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                invitation, _token = services.invitation_create(
+                    team=request.team,  # type: ignore[attr-defined]
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    invited_by=membership,
+                    request=request,
+                )
+            except ServiceError as error:
+                form.add_service_error(error)
+            else:
+                messages.success(request, f"Invitation sent to {invitation.email}.")
+                return redirect(_team_url(request, "members"))
+        return render(request, "accounts/members.html", _members_context(request, form), status=400)
+    return render(request, "accounts/members.html", _members_context(request))
+
+
+def _member_or_404(request: HttpRequest, membership_id: int) -> Membership:
+    try:
+        return selectors.member_get(team=request.team, membership_id=membership_id)  # type: ignore[attr-defined]
+    except Membership.DoesNotExist:
+        raise Http404("No such member") from None
+
+
+@team_view(POST="members.manage")
+def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+    target = _member_or_404(request, membership_id)
+    form = RoleForm(request.POST)
+    error_message = ""
+    if form.is_valid():
+        try:
+            target = services.member_change_role(
+                membership=target,
+                role=form.cleaned_data["role"],
+                actor=request.membership,  # type: ignore[attr-defined]
+                request=request,
+            )
+        except ServiceError as error:
+            error_message = error.message
+    else:
+        error_message = "Choose a valid role."
+    if request.htmx:  # type: ignore[attr-defined]
+        context = {"member": target, "role_choices": RoleForm.base_fields["role"].choices, "row_error": error_message}  # type: ignore[attr-defined]
+        return render(request, "accounts/members.html#member_row", context, status=400 if error_message else 200)
+    if error_message:
+        messages.error(request, error_message)
+    else:
+        messages.success(request, f"{target.user.email} is now {target.get_role_display()}.")
+    return redirect(_team_url(request, "members"))
+
+
+@team_view(POST="members.manage")
+def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
+    target = _member_or_404(request, membership_id)
+    try:
+        services.member_remove(membership=target, actor=request.membership, request=request)  # type: ignore[attr-defined]
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Removed {target.user.email} from the team.")
+    return redirect(_team_url(request, "members"))
+
+
+def _invitation_or_404(request: HttpRequest, invitation_id: int) -> Invitation:
+    try:
+        return selectors.invitation_get(team=request.team, invitation_id=invitation_id)  # type: ignore[attr-defined]
+    except Invitation.DoesNotExist:
+        raise Http404("No such invitation") from None
+
+
+@team_view(POST="members.manage")
+def invitation_resend(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = _invitation_or_404(request, invitation_id)
+    try:
+        services.invitation_resend(invitation=invitation, actor=request.membership, request=request)  # type: ignore[attr-defined]
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Sent the invitation to {invitation.email} again, with a new link.")
+    return redirect(_team_url(request, "members"))
+
+
+@team_view(POST="members.manage")
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = _invitation_or_404(request, invitation_id)
+    try:
+        services.invitation_revoke(invitation=invitation, actor=request.membership, request=request)  # type: ignore[attr-defined]
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Revoked the invitation for {invitation.email}.")
+    return redirect(_team_url(request, "members"))
+
+
+@require_GET
+def invitation_detail(request: HttpRequest, token: str) -> HttpResponse:
+    """The link in the invitation email: explains it, then lets the invitee sign in, sign up or accept."""
+    invitation = services.invitation_by_token(token)
+    if invitation is None:
+        return render(request, "accounts/invitation_invalid.html", status=404)
+    context: dict[str, Any] = {"invitation": invitation, "token": token}
+    if invitation.status != "pending":
+        return render(request, "accounts/invitation_invalid.html", context, status=410)
+    if request.user.is_authenticated:
+        context["email_matches"] = request.user.email.lower() == invitation.email.lower()
+        context["already_member"] = Membership.objects.filter(team=invitation.team, user=request.user).exists()
+    else:
+        # Keep the token for the sign-up that may follow, and vouch for the address the link was sent to.
+        from allauth.account.adapter import get_adapter
+
+        request.session[INVITATION_SESSION_KEY] = token
+        get_adapter().stash_verified_email(request, invitation.email)
+        context["has_account"] = User.objects.filter(email__iexact=invitation.email).exists()
+        context["signup_url"] = f"{reverse('account_signup')}?email={invitation.email}"
+        context["login_url"] = f"{reverse('account_login')}?next={request.path}"
+    return render(request, "accounts/invitation.html", context)
+
+
+@login_required
+@require_POST
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    try:
+        membership = services.invitation_accept(token=token, user=request.user, request=request)  # type: ignore[arg-type]
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return redirect("invitation_detail", token=token) if error.code == "wrong_email" else redirect("home")
+    request.session.pop(INVITATION_SESSION_KEY, None)
+    messages.success(request, f"You joined {membership.team.name} as {membership.get_role_display()}.")
+    return redirect("team_home", team_slug=membership.team.slug)
+
+
+# --- audit log ------------------------------------------------------------------------------
+
+
+def _audit_events(request: HttpRequest) -> tuple[AuditFilterForm, Any]:
+    team = request.team  # type: ignore[attr-defined]
+    form = AuditFilterForm(request.GET or None, actions=selectors.audit_actions_for_team(team=team))
+    filters: dict[str, Any] = {}
+    if form.is_valid():
+        filters = {
+            "action": form.cleaned_data["action"] or None,
+            "actor_email": form.cleaned_data["actor"] or None,
+            "since": form.cleaned_data["since"],
+            "until": form.cleaned_data["until"],
+        }
+    return form, selectors.audit_event_list(team=team, **filters)
+
+
+@team_view(GET="audit.view")
+def audit_log(request: HttpRequest) -> HttpResponse:
+    form, events = _audit_events(request)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "accounts/audit_log.html",
+        {"form": form, "page": page, "query": query.urlencode(), "csv_limit": AUDIT_CSV_LIMIT},
+    )
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@team_view(GET="audit.view")
+def audit_log_csv(request: HttpRequest) -> StreamingHttpResponse:
+    _form, events = _audit_events(request)
+    writer = csv.writer(_Echo())
+    columns = ["time", "action", "actor", "target_type", "target", "ip", "user_agent", "before", "after"]
+
+    def rows() -> Iterator[str]:
+        yield writer.writerow(columns)
+        for event in events[:AUDIT_CSV_LIMIT].iterator(chunk_size=2000):
+            yield writer.writerow(
+                [
+                    event.created_at.isoformat(),
+                    event.action,
+                    event.actor_email,
+                    event.target_type,
+                    event.target_repr,
+                    event.ip or "",
+                    event.user_agent,
+                    "" if event.before is None else event.before,
+                    "" if event.after is None else event.after,
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{request.team.slug}-audit-log.csv"'  # type: ignore[attr-defined]
+    return response
+
+
+@login_required
+@require_GET
+def security_log(request: HttpRequest) -> HttpResponse:
+    events = selectors.security_events_for_user(user=request.user)  # type: ignore[arg-type]
+    return render(request, "accounts/security_log.html", {"events": events, "has_mfa": user_has_mfa(request.user)})
+
+
+# --- management tokens ----------------------------------------------------------------------
+
+
+@team_view(GET="tokens.manage", POST="tokens.manage")
+def tokens(request: HttpRequest) -> HttpResponse:
+    team = request.team  # type: ignore[attr-defined]
+    form = TokenCreateForm(request.POST or None)
+    created_secret = None
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                _token, created_secret = services.management_token_create(
+                    team=team,
+                    name=form.cleaned_data["name"],
+                    scopes=form.cleaned_data["scopes"],
+                    expires_at=form.expires_at(),
+                    actor=request.user,  # type: ignore[arg-type]
+                    request=request,
+                )
+            except ServiceError as error:
+                form.add_service_error(error)
+                status = 400
+            else:
+                form = TokenCreateForm()
+        else:
+            status = 400
+    context = {"form": form, "tokens": selectors.management_token_list(team=team), "created_secret": created_secret}
+    response = render(request, "accounts/tokens.html", context, status=status)
+    response["Cache-Control"] = "no-store"  # the page may hold a secret shown once
+    return response
+
+
+@team_view(POST="tokens.manage")
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    from accounts.models import ManagementToken
+
+    token = get_object_or_404(ManagementToken, team=request.team, pk=token_id)  # type: ignore[attr-defined]
+    services.management_token_revoke(token=token, actor=request.user, request=request)  # type: ignore[arg-type]
+    messages.success(request, f"Revoked {token.name}.")
+    return redirect(_team_url(request, "tokens"))
+
+
+# --- the landing page for signed-in users ---------------------------------------------------
+
+
+def current_team_slug(request: HttpRequest) -> str | None:
+    """The team to open: the last one visited if still a member, else the first by name."""
+    memberships = selectors.team_list_for_user(user=request.user)  # type: ignore[arg-type]
+    remembered = request.session.get("current_team")
+    slugs = [m.team.slug for m in memberships]
+    if remembered in slugs:
+        return remembered
+    return slugs[0] if slugs else None
