@@ -164,11 +164,12 @@ def test_outsider_gets_404_and_changes_nothing(route, method, team_a, team_b, ou
     assert _snapshot() == before
 
 
+API_CASES = [case for case in OUTSIDER_CASES if case.values[0].pattern.startswith("api/")]
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize(("route", "method"), OUTSIDER_CASES)
+@pytest.mark.parametrize(("route", "method"), API_CASES)
 def test_another_teams_management_token_gets_404(route, method, team_a, team_b, outsider_b, objects, client):
-    if not route.pattern.startswith("api/"):
-        pytest.skip("management tokens authenticate the REST API only")
     _token, secret = management_token_create(team=team_b, name="b", scopes=["read", "write"], actor=outsider_b)
     before = _snapshot()
     response = getattr(client, method.lower())(
