@@ -86,6 +86,8 @@ NON_TEAM_VIEWS: dict[str, str] = {
     "accounts.views.team_create": "any signed-in user may create a team",
     "accounts.views.security_log": "a user's own sign-in history",
     "accounts.api.TeamListAPI": "lists only the caller's own teams",
+    "endpoints.api.ServiceListAPI": "the public service catalog (any signed-in caller)",
+    "endpoints.gateway_api.": "gateway API: gateway credentials only (IsGateway), no team",
 }
 
 

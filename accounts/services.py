@@ -163,6 +163,7 @@ def team_set_require_mfa(*, team: Team, required: bool, actor: User, request: Ht
 def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequest | None = None) -> None:
     """Delete a team and everything it owns. Refused while an invoice is unpaid."""
     from billing.selectors import team_has_unpaid_invoices
+    from endpoints.services import team_gateway_config_delete
 
     if confirmation.strip() != team.slug:
         raise ServiceError("confirmation_mismatch", f"Type {team.slug} to confirm.", field="confirmation")
@@ -179,6 +180,7 @@ def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequ
             before={"name": team.name, "slug": team.slug},
             request=request,
         )
+        team_gateway_config_delete(team=team)  # the gateway drops the team's keys on its next poll
         team.delete()
 
 

@@ -11,3 +11,43 @@ DEMO_TEAMMATES = [
     ("finance@gatehouse.dev", "Fran Finance", "finance"),
     ("viewer@gatehouse.dev", "Vic Viewer", "viewer"),
 ]
+
+# Endpoints across RPC and LLM services. Their keys' secrets are not kept anywhere: usage is
+# recorded by key id, which is all the traffic simulator needs.
+DEMO_ENDPOINTS = [
+    {
+        "name": "Wallet backend",
+        "description": "Balances and transaction sending for the Acme wallet.",
+        "environment": "production",
+        "services": ["eth-mainnet", "base", "arbitrum", "optimism"],
+        "keys": ["api-server", "batch-jobs"],
+        "security": {"secret_key_required": True, "rate_limit_rps": 500},
+    },
+    {
+        "name": "NFT dapp (browser)",
+        "description": "The public mint site; runs in the browser, so it is locked to our origins.",
+        "environment": "production",
+        "services": ["eth-mainnet", "polygon", "solana"],
+        "keys": ["web"],
+        "security": {
+            "allowed_origins": ["https://app.acme-web3.dev", "*.acme-web3.dev"],
+            "allowed_methods": {"eth-mainnet": ["eth_call", "eth_blockNumber", "eth_getBalance", "eth_chainId"]},
+            "monthly_unit_cap": 500_000_000,
+        },
+    },
+    {
+        "name": "AI assistant",
+        "description": "Support chat and embeddings for docs search.",
+        "environment": "production",
+        "services": ["llama-3.1-70b-instruct", "llama-3.1-8b-instruct", "deepseek-v3", "qwen-2.5-72b-instruct"],
+        "keys": ["assistant"],
+        "security": {"secret_key_required": True},
+    },
+    {
+        "name": "Staging",
+        "description": "Testnets for CI and QA.",
+        "environment": "test",
+        "services": ["sepolia", "base-sepolia", "solana"],
+        "keys": ["ci"],
+    },
+]

@@ -285,6 +285,7 @@ def command_run(args: argparse.Namespace) -> int:
     try:
         with _stop_on_signals():
             run_checked([python, "manage.py", "migrate", "--noinput"], env)
+            run_checked([python, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], env)
             run_checked([python, "manage.py", "seed_demo"], env)
         with _stop_on_signals(supervisor):
             supervisor.spawn(

@@ -29,6 +29,21 @@ def _clean_cache() -> Iterator[None]:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _service_catalog(request, django_db_blocker):  # type: ignore[no-untyped-def]
+    """The catalog comes from a data migration, which a transactional test's flush wipes: put it back."""
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db", "live_server"} & set(
+        request.fixturenames
+    )
+    if not uses_db:
+        return
+    request.getfixturevalue("django_db_setup")  # the test database, never the real one
+    from endpoints.services import service_catalog_sync
+
+    with django_db_blocker.unblock():
+        service_catalog_sync()
+
+
 @pytest.fixture
 def make_user(db):  # type: ignore[no-untyped-def]
     def make(email: str, *, verified: bool = True, password: str = PASSWORD, **fields: object) -> User:

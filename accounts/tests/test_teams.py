@@ -290,7 +290,13 @@ def test_every_team_form_refuses_a_post_without_the_csrf_token(owner_a, team_a, 
 
     client = Client(enforce_csrf_checks=True)
     client.force_login(owner_a)
-    ids = {"membership_id": Membership.objects.get(user=teammate_a).pk, "invitation_id": 1, "token_id": 1}
+    ids = {
+        "membership_id": Membership.objects.get(user=teammate_a).pk,
+        "invitation_id": 1,
+        "token_id": 1,
+        "endpoint_id": "ep_any",
+        "key_id": "key_any",
+    }
     before = AuditEvent.objects.count()
     checked = 0
     for route in TEAM_ROUTES:

@@ -3,7 +3,9 @@ from django.db import transaction
 
 from accounts.models import Membership, Role, Team, User
 from accounts.services import team_create, user_create
-from project.demo import DEMO_EMAIL, DEMO_NAME, DEMO_PASSWORD, DEMO_TEAM_NAME, DEMO_TEAMMATES
+from endpoints.models import Endpoint
+from endpoints.services import api_key_create, endpoint_create, endpoint_update
+from project.demo import DEMO_EMAIL, DEMO_ENDPOINTS, DEMO_NAME, DEMO_PASSWORD, DEMO_TEAM_NAME, DEMO_TEAMMATES
 
 
 class Command(BaseCommand):
@@ -27,3 +29,21 @@ class Command(BaseCommand):
             user = self._user(email, name)
             Membership.objects.get_or_create(team=team, user=user, defaults={"role": role})
         self.stdout.write(f"Demo team {team.name}: {team.memberships.count()} members")
+        if not Endpoint.objects.filter(team=team).exists():
+            self._endpoints(team, owner)
+
+    def _endpoints(self, team: Team, owner: User) -> None:
+        for spec in DEMO_ENDPOINTS:
+            endpoint = endpoint_create(
+                team=team,
+                name=spec["name"],
+                description=spec["description"],
+                environment=spec["environment"],
+                services=spec["services"],
+                actor=owner,
+            )
+            if spec.get("security"):
+                endpoint_update(endpoint=endpoint, actor=owner, **spec["security"])
+            for key_name in spec["keys"]:
+                api_key_create(endpoint=endpoint, name=key_name, actor=owner)
+            self.stdout.write(f"Created endpoint {endpoint.name} with {len(spec['keys'])} key(s)")

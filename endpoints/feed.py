@@ -1,0 +1,247 @@
+"""The gateway config feed (v1): a snapshot of every endpoint and key the gateway must know, and the
+changes since a cursor. Built with plain value queries and msgspec, not serializers: the snapshot of
+100,000 keys must take well under two seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib.postgres.aggregates import ArrayAgg
+from django.db import connection, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from endpoints.models import ApiKey, ConfigChange, ConfigFeedHorizon, Endpoint, EndpointStatus
+
+FEED_VERSION = "v1"
+DEFAULT_CHANGES_LIMIT = 1000
+MAX_CHANGES_LIMIT = 10_000
+
+
+class CursorExpiredError(Exception):
+    """The cursor predates the pruned part of the change log: take a new snapshot."""
+
+
+@dataclass(frozen=True)
+class Status:
+    status: str
+    reason: str | None = None
+
+
+def key_status(
+    *,
+    revoked_at: datetime | None,
+    valid_until: datetime | None,
+    expires_at: datetime | None,
+    endpoint_deleted: bool,
+    endpoint_status: str,
+    endpoint_reason: str,
+    team_suspension: str | None,
+    now: datetime,
+) -> Status:
+    """What the gateway does with a key right now, and why. Time-based ends (expiry, the end of a rotation
+    overlap) are in the record too (expires_at, valid_until): the gateway enforces them between polls."""
+    if revoked_at is not None or endpoint_deleted:
+        return Status("revoked", "endpoint deleted" if endpoint_deleted and revoked_at is None else None)
+    if valid_until is not None and valid_until <= now:
+        return Status("revoked", "replaced by rotation")
+    if expires_at is not None and expires_at <= now:
+        return Status("expired")
+    if team_suspension:
+        return Status("suspended", team_suspension)
+    if endpoint_status == EndpointStatus.SUSPENDED:
+        return Status("suspended", endpoint_reason or "suspended by the platform")
+    if endpoint_status == EndpointStatus.PAUSED:
+        return Status("suspended", "endpoint paused by the team")
+    return Status("active")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+_ENDPOINT_FIELDS = (
+    "public_id",
+    "team__slug",
+    "environment",
+    "status",
+    "suspended_reason",
+    "rate_limit_rps",
+    "monthly_unit_cap",
+    "secret_key_required",
+    "allowed_origins",
+    "allowed_user_agents",
+    "allowed_ips",
+    "allowed_contracts",
+    "allowed_methods",
+    "deleted_at",
+    "team__gateway_suspension__reason",
+)
+_KEY_FIELDS = (
+    "key_id",
+    "secret_hash",
+    "team__slug",
+    "endpoint__public_id",
+    "endpoint__environment",
+    "endpoint__status",
+    "endpoint__suspended_reason",
+    "endpoint__deleted_at",
+    "team__gateway_suspension__reason",
+    "revoked_at",
+    "valid_until",
+    "expires_at",
+    "daily_unit_cap",
+)
+
+
+def _endpoint_record(row: tuple[Any, ...], services: list[str]) -> dict[str, Any]:
+    (public_id, team, environment, status, reason, rps, cap, secret_required, origins, agents, ips, contracts,
+     methods, deleted_at, team_suspension) = row  # fmt: skip
+    if deleted_at is not None:
+        effective = Status("deleted")
+    elif team_suspension:
+        effective = Status("suspended", team_suspension)
+    elif status == EndpointStatus.SUSPENDED:
+        effective = Status("suspended", reason or "suspended by the platform")
+    elif status == EndpointStatus.PAUSED:
+        effective = Status("suspended", "endpoint paused by the team")
+    else:
+        effective = Status("active")
+    return {
+        "endpoint_id": public_id,
+        "team": team,
+        "environment": environment,
+        "status": effective.status,
+        "status_reason": effective.reason,
+        "services": services,
+        "rate_limit_rps": rps,
+        "monthly_unit_cap": cap,
+        "secret_key_required": secret_required,
+        "allowlists": {
+            "origins": origins,
+            "user_agents": agents,
+            "ips": ips,
+            "contracts": contracts,
+            "methods": methods,
+        },
+    }
+
+
+def _key_record(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
+    (key_id, secret_hash, team, endpoint_id, environment, endpoint_status, endpoint_reason, endpoint_deleted_at,
+     team_suspension, revoked_at, valid_until, expires_at, daily_cap) = row  # fmt: skip
+    status = key_status(
+        revoked_at=revoked_at,
+        valid_until=valid_until,
+        expires_at=expires_at,
+        endpoint_deleted=endpoint_deleted_at is not None,
+        endpoint_status=endpoint_status,
+        endpoint_reason=endpoint_reason,
+        team_suspension=team_suspension,
+        now=now,
+    )
+    return {
+        "key_id": key_id,
+        "secret_sha256": secret_hash,
+        "team": team,
+        "endpoint_id": endpoint_id,
+        "environment": environment,
+        "status": status.status,
+        "status_reason": status.reason,
+        "expires_at": _iso(expires_at),
+        "valid_until": _iso(valid_until),
+        "daily_unit_cap": daily_cap,
+    }
+
+
+def _endpoints(filter_: Q) -> list[dict[str, Any]]:
+    rows = (
+        Endpoint.objects.filter(filter_)
+        .annotate(service_ids=ArrayAgg("services__id", distinct=True, default=[]))
+        .values_list(*_ENDPOINT_FIELDS, "service_ids")
+        .order_by()
+    )
+    return [_endpoint_record(row[:-1], sorted(s for s in row[-1] if s)) for row in rows]
+
+
+def _keys(filter_: Q, now: datetime) -> list[dict[str, Any]]:
+    rows = ApiKey.objects.filter(filter_).values_list(*_KEY_FIELDS).order_by()
+    return [_key_record(row, now) for row in rows.iterator(chunk_size=5000)]
+
+
+def _cursor_now() -> int:
+    return ConfigChange.objects.aggregate(latest=Max("id"))["latest"] or 0
+
+
+def snapshot() -> dict[str, Any]:
+    """Every live endpoint and every key the gateway may have to accept, with the cursor they correspond to."""
+    now = timezone.now()
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        # One consistent view: the cursor and the rows it describes come from the same snapshot.
+        # (Inside a caller's transaction, the caller's isolation level applies.)
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor_id = _cursor_now()
+        endpoints = _endpoints(Q(deleted_at__isnull=True))
+        keys = _keys(
+            Q(revoked_at__isnull=True, endpoint__deleted_at__isnull=True)
+            & (Q(valid_until__isnull=True) | Q(valid_until__gt=now)),
+            now,
+        )
+    return {
+        "version": FEED_VERSION,
+        "cursor": str(cursor_id),
+        "generated_at": _iso(now),
+        "endpoints": endpoints,
+        "keys": keys,
+    }
+
+
+def changes(*, since: int, limit: int = DEFAULT_CHANGES_LIMIT) -> dict[str, Any]:
+    """What changed after `since`, oldest first, one entry per object with its current state.
+
+    Removals are states too: a revoked key has status "revoked", a deleted endpoint "deleted".
+    """
+    horizon = ConfigFeedHorizon.objects.values_list("pruned_through_id", flat=True).first() or 0
+    if since < horizon:
+        raise CursorExpiredError
+    now = timezone.now()
+    latest = list(
+        ConfigChange.objects.filter(id__gt=since)
+        .values("kind", "object_id")
+        .annotate(seq=Max("id"))
+        .order_by("seq")[: limit + 1]
+    )
+    has_more = len(latest) > limit
+    latest = latest[:limit]
+    endpoint_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.ENDPOINT]
+    key_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.KEY]
+    endpoints = {e["endpoint_id"]: e for e in _endpoints(Q(public_id__in=endpoint_ids))} if endpoint_ids else {}
+    keys = {k["key_id"]: k for k in _keys(Q(key_id__in=key_ids), now)} if key_ids else {}
+    entries = []
+    for row in latest:
+        object_id = row["object_id"]
+        # An object with no row any more went with its team: tell the gateway to forget it.
+        if row["kind"] == ConfigChange.Kind.ENDPOINT:
+            record = endpoints.get(object_id) or {
+                "endpoint_id": object_id,
+                "status": "deleted",
+                "status_reason": "team deleted",
+            }
+            entries.append({"seq": row["seq"], "type": "endpoint", "endpoint": record})
+        else:
+            record = keys.get(object_id) or {"key_id": object_id, "status": "revoked", "status_reason": "team deleted"}
+            entries.append({"seq": row["seq"], "type": "key", "key": record})
+    cursor = latest[-1]["seq"] if latest else since
+    return {
+        "version": FEED_VERSION,
+        "since": str(since),
+        "cursor": str(cursor),
+        "has_more": has_more,
+        "generated_at": _iso(now),
+        "changes": entries,
+    }

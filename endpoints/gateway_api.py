@@ -1,0 +1,149 @@
+"""The gateway API (v1): the config feed. Gateway credentials only; see ARCHITECTURE.md's contract."""
+
+from __future__ import annotations
+
+import gzip
+
+import msgspec
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from endpoints import feed
+from endpoints.authentication import GatewayCredentialAuthentication, IsGateway
+from project.api import ErrorSerializer
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(request: Request, body: dict, *, etag: str, status: int = 200) -> HttpResponse:
+    """JSON with an ETag (If-None-Match → 304) and gzip when the gateway accepts it."""
+    if status == 200 and etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponse(status=304)
+    else:
+        payload = _encoder.encode(body)
+        response = HttpResponse(content_type="application/json", status=status)
+        if "gzip" in request.headers.get("Accept-Encoding", "") and len(payload) > 1024:
+            payload = gzip.compress(payload, compresslevel=5, mtime=0)
+            response["Content-Encoding"] = "gzip"
+        response.content = payload
+    response["ETag"] = etag
+    response["Vary"] = "Accept-Encoding"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+_ENDPOINT = inline_serializer(
+    "FeedEndpoint",
+    {
+        "endpoint_id": serializers.CharField(),
+        "team": serializers.CharField(help_text="The team's slug."),
+        "environment": serializers.ChoiceField(choices=["production", "test"]),
+        "status": serializers.ChoiceField(choices=["active", "suspended", "deleted"]),
+        "status_reason": serializers.CharField(allow_null=True),
+        "services": serializers.ListField(child=serializers.CharField()),
+        "rate_limit_rps": serializers.IntegerField(allow_null=True),
+        "monthly_unit_cap": serializers.IntegerField(allow_null=True),
+        "secret_key_required": serializers.BooleanField(),
+        "allowlists": serializers.DictField(
+            help_text="origins, user_agents, ips, contracts and methods ({service: [...]}); empty: no limit."
+        ),
+    },
+)
+_KEY = inline_serializer(
+    "FeedKey",
+    {
+        "key_id": serializers.CharField(),
+        "secret_sha256": serializers.CharField(help_text="Hex SHA-256 of the secret the client presents."),
+        "team": serializers.CharField(),
+        "endpoint_id": serializers.CharField(),
+        "environment": serializers.CharField(),
+        "status": serializers.ChoiceField(choices=["active", "expired", "revoked", "suspended"]),
+        "status_reason": serializers.CharField(allow_null=True),
+        "expires_at": serializers.DateTimeField(allow_null=True),
+        "valid_until": serializers.DateTimeField(allow_null=True, help_text="End of a rotation overlap."),
+        "daily_unit_cap": serializers.IntegerField(allow_null=True),
+    },
+)
+
+
+class ConfigFeedAPI(APIView):
+    authentication_classes = [GatewayCredentialAuthentication]
+    permission_classes = [IsGateway]
+
+    @extend_schema(
+        operation_id="gateway_config",
+        summary="Config feed: snapshot, or changes since a cursor",
+        description=(
+            "Without `since`: every live endpoint and every key the gateway may accept, plus a `cursor`. "
+            "With `since=<cursor>`: only what changed after it, oldest first, one entry per object with its "
+            "current state (revoked keys and deleted endpoints included), and the next cursor; follow "
+            "`has_more`. Verify a presented key by hashing it (SHA-256) and looking the hash up locally. "
+            "Enforce `expires_at` and `valid_until` locally too: they end without a change entry. "
+            "Send If-None-Match with the last ETag to get 304 when nothing changed. 410 means the cursor "
+            "is older than the retained change log: take a new snapshot."
+        ),
+        parameters=[
+            OpenApiParameter("since", str, description="A cursor from an earlier response."),
+            OpenApiParameter(
+                "limit",
+                int,
+                description=f"Changes per page (default {feed.DEFAULT_CHANGES_LIMIT}, max {feed.MAX_CHANGES_LIMIT}).",
+            ),
+        ],
+        responses={
+            200: inline_serializer(
+                "ConfigFeed",
+                {
+                    "version": serializers.CharField(),
+                    "cursor": serializers.CharField(),
+                    "since": serializers.CharField(required=False),
+                    "has_more": serializers.BooleanField(required=False),
+                    "generated_at": serializers.DateTimeField(),
+                    "endpoints": serializers.ListField(child=_ENDPOINT, required=False),
+                    "keys": serializers.ListField(child=_KEY, required=False),
+                    "changes": serializers.ListField(
+                        child=serializers.DictField(),
+                        required=False,
+                        help_text="{seq, type: endpoint|key, endpoint|key: {...}}",
+                    ),
+                },
+            ),
+            304: OpenApiResponse(description="Nothing changed since the ETag you sent."),
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            410: ErrorSerializer,
+        },
+        tags=["gateway"],
+    )
+    def get(self, request: Request) -> HttpResponse:
+        since_raw = request.query_params.get("since")
+        if since_raw is None:
+            body = feed.snapshot()
+            return json_response(request, body, etag=f'W/"snap-{body["cursor"]}"')
+        limit_raw = request.query_params.get("limit", str(feed.DEFAULT_CHANGES_LIMIT))
+        if not since_raw.isdigit() or not limit_raw.isdigit() or not 1 <= int(limit_raw) <= feed.MAX_CHANGES_LIMIT:
+            return json_response(
+                request,
+                {
+                    "code": "invalid_cursor",
+                    "detail": f"since must be a cursor from this feed; limit 1–{feed.MAX_CHANGES_LIMIT}.",
+                },
+                etag='W/"error"',
+                status=400,
+            )
+        try:
+            body = feed.changes(since=int(since_raw), limit=int(limit_raw))
+        except feed.CursorExpiredError:
+            return json_response(
+                request,
+                {
+                    "code": "cursor_expired",
+                    "detail": "This cursor is older than the retained change log; take a new snapshot.",
+                },
+                etag='W/"expired"',
+                status=410,
+            )
+        return json_response(request, body, etag=f'W/"chg-{since_raw}-{body["cursor"]}-{limit_raw}"')

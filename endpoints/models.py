@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Team, User
+
+
+class ServiceKind(models.TextChoices):
+    RPC = "rpc", "Blockchain RPC"
+    LLM = "llm", "LLM inference"
+
+
+class ServiceStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    BETA = "beta", "Beta"
+    RETIRED = "retired", "Retired"
+
+
+class Service(models.Model):
+    """A chain or model the gateway serves. Operator-managed in the admin; seeded from endpoints/catalog.py."""
+
+    id = models.SlugField(primary_key=True, max_length=64)
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=ServiceKind.choices)
+    status = models.CharField(max_length=8, choices=ServiceStatus.choices, default=ServiceStatus.ACTIVE)
+    chain_family = models.CharField(max_length=16, help_text="evm, solana or llm: decides the known methods.")
+    chain_id = models.BigIntegerField(null=True, blank=True)
+    url_template = models.CharField(max_length=200, help_text="The URL customers use; {key_id} is replaced.")
+    compute_units = models.PositiveIntegerField(default=1, help_text="Compute units per relay (RPC).")
+    method_compute_units = models.JSONField(default=dict, blank=True, help_text="Per-method overrides.")
+    input_price_per_million = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    output_price_per_million = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    sort_order = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sort_order", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def url_for(self, key_id: str) -> str:
+        return self.url_template.replace("{key_id}", key_id)
+
+    def compute_units_for(self, method: str) -> int:
+        return int(self.method_compute_units.get(method, self.compute_units))
+
+    @property
+    def is_llm(self) -> bool:
+        return self.kind == ServiceKind.LLM
+
+    @property
+    def token_prices(self) -> tuple[Decimal | None, Decimal | None]:
+        return self.input_price_per_million, self.output_price_per_million
+
+
+class Environment(models.TextChoices):
+    PRODUCTION = "production", "Production"
+    TEST = "test", "Test"
+
+
+class EndpointStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    PAUSED = "paused", "Paused by the team"
+    SUSPENDED = "suspended", "Suspended by the platform"
+
+
+class EndpointQuerySet(models.QuerySet["Endpoint"]):
+    def live(self) -> EndpointQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+
+class Endpoint(models.Model):
+    """A team's app: which services it may call, with which limits and allowlists. Keys belong to one."""
+
+    public_id = models.CharField(max_length=24, unique=True)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="endpoints")
+    name = models.CharField(max_length=80)
+    description = models.CharField(max_length=500, blank=True)
+    environment = models.CharField(max_length=16, choices=Environment.choices, default=Environment.PRODUCTION)
+    services = models.ManyToManyField(Service, related_name="endpoints", blank=True)
+    status = models.CharField(max_length=16, choices=EndpointStatus.choices, default=EndpointStatus.ACTIVE)
+    suspended_reason = models.CharField(max_length=200, blank=True)
+    rate_limit_rps = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per second; empty: plan default."
+    )
+    monthly_unit_cap = models.PositiveBigIntegerField(null=True, blank=True, help_text="Units per calendar month.")
+    secret_key_required = models.BooleanField(default=False)
+    allowed_origins = ArrayField(models.CharField(max_length=256), default=list, blank=True)
+    allowed_user_agents = ArrayField(models.CharField(max_length=256), default=list, blank=True)
+    allowed_ips = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    allowed_contracts = models.JSONField(default=dict, blank=True, help_text="{service id: [addresses]}")
+    allowed_methods = models.JSONField(default=dict, blank=True, help_text="{service id: [methods]}")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Deleted endpoints stay as rows so usage and invoices keep naming them; their keys are revoked.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EndpointQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["team", "deleted_at"], name="endpoints_team_live")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """An API key: a public key id (in URLs) and a secret shown once and stored only as SHA-256."""
+
+    key_id = models.CharField(max_length=32, unique=True)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="keys")
+    name = models.CharField(max_length=80)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    secret_hint = models.CharField(max_length=32, help_text="Start and end of the secret, to recognise it.")
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    daily_unit_cap = models.PositiveBigIntegerField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # After a rotation the old key keeps working until valid_until; the new key is replaced_by.
+    valid_until = models.DateTimeField(null=True, blank=True)
+    replaced_by = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["team", "endpoint"], name="endpoints_key_team_endpoint")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_id})"
+
+    def is_usable(self, at=None) -> bool:  # type: ignore[no-untyped-def]
+        now = at or timezone.now()
+        return (
+            self.revoked_at is None
+            and (self.valid_until is None or self.valid_until > now)
+            and (self.expires_at is None or self.expires_at > now)
+        )
+
+
+class TeamSuspension(models.Model):
+    """A team whose keys the gateway must refuse (e.g. payment overdue). Set and cleared by billing."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="gateway_suspension")
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.team}: {self.reason}"
+
+
+class GatewayCredential(models.Model):
+    """One gateway instance or region. Only these may read the config feed or push usage."""
+
+    name = models.CharField(max_length=80, unique=True)
+    prefix = models.CharField(max_length=24, unique=True)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class ConfigChange(models.Model):
+    """The config feed's change log: one row per changed endpoint or key. Its id is the feed cursor.
+
+    Rows are written only by services.config_change_record(), under an advisory lock held to
+    commit, so ids become visible in order and a reader never skips a late-committing change.
+    """
+
+    class Kind(models.TextChoices):
+        ENDPOINT = "endpoint"
+        KEY = "key"
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    object_id = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.kind} {self.object_id}"
+
+
+class ConfigFeedHorizon(models.Model):
+    """Single row: change-log ids at or below this were pruned. An older cursor must take a new snapshot."""
+
+    pruned_through_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"pruned through #{self.pruned_through_id}"

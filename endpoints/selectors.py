@@ -1,0 +1,86 @@
+"""Reads for endpoints and keys. Every read of team data takes the team explicitly."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
+
+from accounts.models import Team
+from endpoints import keys as key_format
+from endpoints.catalog import KNOWN_METHODS
+from endpoints.feed import Status, key_status
+from endpoints.models import ApiKey, Endpoint, Service, ServiceStatus, TeamSuspension
+
+
+def service_list(*, include_retired: bool = False) -> QuerySet[Service]:
+    services = Service.objects.all()
+    return services if include_retired else services.exclude(status=ServiceStatus.RETIRED)
+
+
+def known_methods(service: Service) -> tuple[str, ...]:
+    return KNOWN_METHODS.get(service.chain_family, ())
+
+
+def endpoint_list(*, team: Team) -> QuerySet[Endpoint]:
+    """Live endpoints with their services and counts of keys that still work (three queries in all)."""
+    now = timezone.now()
+    usable = Q(keys__revoked_at__isnull=True) & (Q(keys__valid_until__isnull=True) | Q(keys__valid_until__gt=now))
+    return (
+        Endpoint.objects.filter(team=team)
+        .live()
+        .annotate(key_count=Count("keys", filter=usable))
+        .prefetch_related(Prefetch("services", queryset=Service.objects.order_by("sort_order")))
+        .order_by("name", "id")
+    )
+
+
+def endpoint_get(*, team: Team, public_id: str) -> Endpoint:
+    """One live endpoint of the team; Endpoint.DoesNotExist otherwise (another team's is 'not found')."""
+    return (
+        Endpoint.objects.live()
+        .prefetch_related(Prefetch("services", queryset=Service.objects.order_by("sort_order")))
+        .get(team=team, public_id=public_id)
+    )
+
+
+def key_list(*, team: Team, endpoint: Endpoint | None = None, include_revoked: bool = True) -> QuerySet[ApiKey]:
+    keys = ApiKey.objects.filter(team=team).select_related("endpoint", "created_by", "replaced_by")
+    if endpoint is not None:
+        keys = keys.filter(endpoint=endpoint)
+    if not include_revoked:
+        keys = keys.filter(revoked_at__isnull=True)
+    return keys.order_by("revoked_at", "-created_at")
+
+
+def key_get(*, team: Team, key_id: str) -> ApiKey:
+    return ApiKey.objects.select_related("endpoint", "team").get(
+        team=team, key_id=key_id, endpoint__deleted_at__isnull=True
+    )
+
+
+def key_by_secret(*, team: Team, secret: str) -> ApiKey | None:
+    """The team's key with this secret. A malformed secret is refused by its checksum, without a query."""
+    if not key_format.is_well_formed(secret):
+        return None
+    return (
+        ApiKey.objects.select_related("endpoint").filter(team=team, secret_hash=key_format.secret_hash(secret)).first()
+    )
+
+
+def key_effective_status(key: ApiKey, *, team_suspension: str | None) -> Status:
+    """The status the gateway applies to this key now (the config feed's rules); no query."""
+    endpoint = key.endpoint
+    return key_status(
+        revoked_at=key.revoked_at,
+        valid_until=key.valid_until,
+        expires_at=key.expires_at,
+        endpoint_deleted=endpoint.deleted_at is not None,
+        endpoint_status=endpoint.status,
+        endpoint_reason=endpoint.suspended_reason,
+        team_suspension=team_suspension,
+        now=timezone.now(),
+    )
+
+
+def team_suspension_reason(*, team: Team) -> str | None:
+    return TeamSuspension.objects.filter(team=team).values_list("reason", flat=True).first()

@@ -1,0 +1,490 @@
+"""Writes for endpoints, API keys, gateway credentials and the config feed's change log."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import Team, User
+from accounts.services import audit_record, sha256_hex, user_email_verified
+from endpoints import keys as key_format
+from endpoints.models import (
+    ApiKey,
+    ConfigChange,
+    Endpoint,
+    EndpointStatus,
+    Environment,
+    GatewayCredential,
+    Service,
+    ServiceStatus,
+    TeamSuspension,
+)
+from project.errors import ServiceError
+
+# Any 64-bit number, shared by every writer of the change log.
+CONFIG_FEED_LOCK = 0x67617465_66656564  # "gatefeed"
+GATEWAY_CREDENTIAL_PREFIX = "ggw_"
+ROTATION_OVERLAPS: dict[str, timedelta] = {
+    "none": timedelta(0),
+    "1h": timedelta(hours=1),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+}
+# Fields of an endpoint the gateway enforces: changing any of them is a config change.
+ENFORCED_FIELDS = (
+    "status",
+    "suspended_reason",
+    "rate_limit_rps",
+    "monthly_unit_cap",
+    "secret_key_required",
+    "allowed_origins",
+    "allowed_user_agents",
+    "allowed_ips",
+    "allowed_contracts",
+    "allowed_methods",
+    "environment",
+)
+EDITABLE_FIELDS = ("name", "description", *ENFORCED_FIELDS)
+
+
+# --- the one door for what the gateway enforces ---------------------------------------------
+
+
+def config_change_record(*, endpoints: Iterable[Endpoint] = (), keys: Iterable[ApiKey] = ()) -> None:
+    """Record that these endpoints and keys changed, in the caller's transaction.
+
+    Every change the gateway must enforce — from this app, billing suspensions or the admin —
+    calls this, so the feed cannot miss one. The advisory lock is held until commit: change
+    ids are allocated and committed in the same order, so `?since=` never skips a row that
+    commits late. Call it last in the transaction (after the row updates).
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("config_change_record must run inside the transaction that makes the change")
+    rows = [ConfigChange(kind=ConfigChange.Kind.ENDPOINT, object_id=e.public_id) for e in endpoints]
+    rows += [ConfigChange(kind=ConfigChange.Kind.KEY, object_id=k.key_id) for k in keys]
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CONFIG_FEED_LOCK])
+    ConfigChange.objects.bulk_create(rows)
+
+
+def _keys_that_matter(endpoints: Iterable[Endpoint]) -> list[ApiKey]:
+    """Keys whose effective status follows their endpoint (revoked keys stay revoked)."""
+    return list(ApiKey.objects.filter(endpoint__in=list(endpoints), revoked_at__isnull=True))
+
+
+# --- the service catalog ------------------------------------------------------------------------
+
+
+def service_catalog_sync() -> int:
+    """Add services listed in endpoints/catalog.py that the table lacks; never overwrite operator edits.
+
+    Returns how many were added. (The first seed is a data migration; this adds later catalog entries.)
+    """
+    from endpoints.catalog import SERVICES
+
+    existing = set(Service.objects.values_list("id", flat=True))
+    missing = [Service(**spec) for spec in SERVICES if spec["id"] not in existing]
+    Service.objects.bulk_create(missing, ignore_conflicts=True)
+    return len(missing)
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+def _active_services(service_ids: Iterable[str]) -> list[Service]:
+    wanted = sorted(set(service_ids))
+    found = list(Service.objects.filter(id__in=wanted).exclude(status=ServiceStatus.RETIRED))
+    missing = sorted(set(wanted) - {s.id for s in found})
+    if missing:
+        raise ServiceError("unknown_service", f"Unknown or retired services: {', '.join(missing)}.", field="services")
+    return found
+
+
+def _snapshot(endpoint: Endpoint, fields: Iterable[str]) -> dict[str, Any]:
+    return {field: getattr(endpoint, field) for field in fields}
+
+
+@transaction.atomic
+def endpoint_create(
+    *,
+    team: Team,
+    name: str,
+    actor: User,
+    services: Iterable[str],
+    environment: str = Environment.PRODUCTION,
+    description: str = "",
+    request: HttpRequest | None = None,
+) -> Endpoint:
+    """Create an endpoint (a team's app) with the services it may call."""
+    name = name.strip()
+    if not name:
+        raise ServiceError("name_required", "Give the endpoint a name.", field="name")
+    if environment not in Environment.values:
+        raise ServiceError("invalid_environment", "Choose production or test.", field="environment")
+    chosen = _active_services(services)
+    if not chosen:
+        raise ServiceError("services_required", "Enable at least one service.", field="services")
+    endpoint = Endpoint.objects.create(
+        public_id=key_format.public_id("ep_", 12),
+        team=team,
+        name=name[:80],
+        description=description.strip()[:500],
+        environment=environment,
+    )
+    endpoint.services.set(chosen)
+    audit_record(
+        action="endpoint.created",
+        actor=actor,
+        team=team,
+        target=endpoint,
+        after={"name": endpoint.name, "environment": environment, "services": sorted(s.id for s in chosen)},
+        request=request,
+    )
+    config_change_record(endpoints=[endpoint])
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_update(
+    *,
+    endpoint: Endpoint,
+    actor: User,
+    services: Iterable[str] | None = None,
+    request: HttpRequest | None = None,
+    **changes: Any,
+) -> Endpoint:
+    """Change an endpoint's settings, limits or allowlists (already validated by the caller's form)."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable here: {sorted(unknown)}")
+    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    if endpoint.deleted_at is not None:
+        raise ServiceError("endpoint_deleted", "This endpoint was deleted.", status=404)
+    if "name" in changes:
+        changes["name"] = str(changes["name"]).strip()[:80]
+        if not changes["name"]:
+            raise ServiceError("name_required", "Give the endpoint a name.", field="name")
+    before = _snapshot(endpoint, changes)
+    changed = {field for field, value in changes.items() if before[field] != value}
+    before_services = sorted(endpoint.services.values_list("id", flat=True))
+    after_services = before_services
+    if services is not None:
+        chosen = _active_services(services)
+        if not chosen:
+            raise ServiceError("services_required", "Enable at least one service.", field="services")
+        after_services = sorted(s.id for s in chosen)
+    if not changed and after_services == before_services:
+        return endpoint
+    for field in changed:
+        setattr(endpoint, field, changes[field])
+    endpoint.save(update_fields=[*changed, "updated_at"])
+    audit_before = {field: before[field] for field in changed}
+    audit_after = {field: changes[field] for field in changed}
+    if after_services != before_services:
+        endpoint.services.set(after_services)
+        audit_before["services"], audit_after["services"] = before_services, after_services
+    audit_record(
+        action="endpoint.updated",
+        actor=actor,
+        team=endpoint.team,
+        target=endpoint,
+        before=audit_before,
+        after=audit_after,
+        request=request,
+    )
+    if changed & set(ENFORCED_FIELDS) or after_services != before_services:
+        config_change_record(endpoints=[endpoint], keys=_keys_that_matter([endpoint]))
+    return endpoint
+
+
+def endpoint_set_paused(
+    *, endpoint: Endpoint, paused: bool, actor: User, request: HttpRequest | None = None
+) -> Endpoint:
+    """The team pauses (every key refused) or resumes its endpoint. A platform suspension overrides both."""
+    if endpoint.status == EndpointStatus.SUSPENDED:
+        raise ServiceError(
+            "suspended",
+            f"The platform suspended this endpoint: {endpoint.suspended_reason}. Contact support.",
+            status=409,
+        )
+    status = EndpointStatus.PAUSED if paused else EndpointStatus.ACTIVE
+    return endpoint_update(endpoint=endpoint, actor=actor, request=request, status=status)
+
+
+def endpoint_suspend(*, endpoint: Endpoint, reason: str, actor: User | None = None) -> Endpoint:
+    """Operator action: the platform suspends an endpoint with a reason the team sees."""
+    if not reason.strip():
+        raise ServiceError("reason_required", "Say why the endpoint is suspended.", field="reason")
+    return endpoint_update(
+        endpoint=endpoint, actor=actor, status=EndpointStatus.SUSPENDED, suspended_reason=reason.strip()[:200]
+    )  # type: ignore[arg-type]
+
+
+def endpoint_unsuspend(*, endpoint: Endpoint, actor: User | None = None) -> Endpoint:
+    return endpoint_update(endpoint=endpoint, actor=actor, status=EndpointStatus.ACTIVE, suspended_reason="")  # type: ignore[arg-type]
+
+
+@transaction.atomic
+def endpoint_delete(*, endpoint: Endpoint, actor: User, request: HttpRequest | None = None) -> None:
+    """Delete an endpoint: its keys stop working at once; the row stays so usage history keeps its name."""
+    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    if endpoint.deleted_at is not None:
+        return
+    now = timezone.now()
+    keys = _keys_that_matter([endpoint])
+    ApiKey.objects.filter(pk__in=[k.pk for k in keys]).update(revoked_at=now)
+    endpoint.deleted_at = now
+    endpoint.save(update_fields=["deleted_at", "updated_at"])
+    audit_record(
+        action="endpoint.deleted",
+        actor=actor,
+        team=endpoint.team,
+        target=endpoint,
+        before={"name": endpoint.name, "keys_revoked": [k.key_id for k in keys]},
+        request=request,
+    )
+    config_change_record(endpoints=[endpoint], keys=keys)
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def _validate_key_limits(expires_at: datetime | None, daily_unit_cap: int | None) -> None:
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ServiceError("expiry_in_past", "The expiry must be in the future.", field="expires_at")
+    if daily_unit_cap is not None and daily_unit_cap <= 0:
+        raise ServiceError("invalid_cap", "The daily cap must be a positive number of units.", field="daily_unit_cap")
+
+
+def _new_key(
+    *, endpoint: Endpoint, name: str, actor: User | None, expires_at: datetime | None, daily_unit_cap: int | None
+) -> tuple[ApiKey, str]:
+    secret = key_format.generate_secret(endpoint.environment)
+    key = ApiKey.objects.create(
+        key_id=key_format.public_id("key_", 16),
+        team_id=endpoint.team_id,
+        endpoint=endpoint,
+        name=name,
+        secret_hash=key_format.secret_hash(secret),
+        secret_hint=key_format.secret_hint(secret),
+        created_by=actor,
+        expires_at=expires_at,
+        daily_unit_cap=daily_unit_cap,
+    )
+    return key, secret
+
+
+def api_key_create(
+    *,
+    endpoint: Endpoint,
+    name: str,
+    actor: User,
+    expires_at: datetime | None = None,
+    daily_unit_cap: int | None = None,
+    request: HttpRequest | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key. Returns it and its secret — the only time the secret exists outside the caller."""
+    name = name.strip()
+    if not name:
+        raise ServiceError("name_required", "Give the key a name.", field="name")
+    if not user_email_verified(actor):
+        raise ServiceError(
+            "email_unverified", "Verify your email address before creating API keys (check your inbox).", status=403
+        )
+    _validate_key_limits(expires_at, daily_unit_cap)
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.deleted_at is not None:
+            raise ServiceError("endpoint_deleted", "This endpoint was deleted.", status=404)
+        key, secret = _new_key(
+            endpoint=endpoint, name=name[:80], actor=actor, expires_at=expires_at, daily_unit_cap=daily_unit_cap
+        )
+        audit_record(
+            action="key.created",
+            actor=actor,
+            team=endpoint.team,
+            target=key,
+            after={
+                "endpoint": endpoint.public_id,
+                "name": key.name,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+                "daily_unit_cap": daily_unit_cap,
+            },
+            request=request,
+        )
+        config_change_record(keys=[key])
+    return key, secret
+
+
+@transaction.atomic
+def api_key_update(*, key: ApiKey, actor: User, request: HttpRequest | None = None, **changes: Any) -> ApiKey:
+    """Rename a key or change its expiry or daily cap."""
+    unknown = set(changes) - {"name", "expires_at", "daily_unit_cap"}
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if key.revoked_at is not None:
+        raise ServiceError("key_revoked", "This key is revoked.", status=409)
+    if "name" in changes:
+        changes["name"] = str(changes["name"]).strip()[:80]
+        if not changes["name"]:
+            raise ServiceError("name_required", "Give the key a name.", field="name")
+    _validate_key_limits(changes.get("expires_at"), changes.get("daily_unit_cap"))
+    changed = {f: v for f, v in changes.items() if getattr(key, f) != v}
+    if not changed:
+        return key
+    before = {f: getattr(key, f) for f in changed}
+    for field, value in changed.items():
+        setattr(key, field, value)
+    key.save(update_fields=list(changed))
+    audit_record(
+        action="key.updated",
+        actor=actor,
+        team=key.team,
+        target=key,
+        before={f: v.isoformat() if isinstance(v, datetime) else v for f, v in before.items()},
+        after={f: v.isoformat() if isinstance(v, datetime) else v for f, v in changed.items()},
+        request=request,
+    )
+    if set(changed) - {"name"}:
+        config_change_record(keys=[key])
+    return key
+
+
+def api_key_rotate(*, key: ApiKey, overlap: str, actor: User, request: HttpRequest | None = None) -> tuple[ApiKey, str]:
+    """Replace a key with a new one; the old one keeps working for the chosen overlap, then stops."""
+    if overlap not in ROTATION_OVERLAPS:
+        raise ServiceError("invalid_overlap", f"Choose one of {', '.join(ROTATION_OVERLAPS)}.", field="overlap")
+    if not user_email_verified(actor):
+        raise ServiceError("email_unverified", "Verify your email address before creating API keys.", status=403)
+    with transaction.atomic():
+        old = ApiKey.objects.select_for_update().select_related("endpoint").get(pk=key.pk)
+        if not old.is_usable() or old.replaced_by_id is not None:
+            raise ServiceError(
+                "key_not_active", "Only an active key that was not rotated yet can be rotated.", status=409
+            )
+        if old.endpoint.deleted_at is not None:
+            raise ServiceError("endpoint_deleted", "This endpoint was deleted.", status=404)
+        new, secret = _new_key(
+            endpoint=old.endpoint,
+            name=old.name,
+            actor=actor,
+            expires_at=old.expires_at,
+            daily_unit_cap=old.daily_unit_cap,
+        )
+        now = timezone.now()
+        old.replaced_by = new
+        if ROTATION_OVERLAPS[overlap]:
+            old.valid_until = now + ROTATION_OVERLAPS[overlap]
+        else:
+            old.revoked_at = now
+        old.save(update_fields=["replaced_by", "valid_until", "revoked_at"])
+        audit_record(
+            action="key.rotated",
+            actor=actor,
+            team=old.team,
+            target=old,
+            after={
+                "new_key": new.key_id,
+                "overlap": overlap,
+                "old_key_valid_until": (old.valid_until or old.revoked_at).isoformat(),
+            },
+            request=request,
+        )
+        config_change_record(keys=[old, new])
+    return new, secret
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: User | None, request: HttpRequest | None = None) -> ApiKey:
+    """Revoke a key now; the gateway sees it on its next poll of the feed."""
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if key.revoked_at is not None:
+        return key
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    audit_record(action="key.revoked", actor=actor, team=key.team, target=key, request=request)
+    config_change_record(keys=[key])
+    return key
+
+
+# --- team-wide suspension (used by billing) --------------------------------------------------
+
+
+@transaction.atomic
+def team_suspend(*, team: Team, reason: str) -> None:
+    """Make the gateway refuse every key of the team (e.g. payment overdue) until team_unsuspend."""
+    suspension, created = TeamSuspension.objects.get_or_create(team=team, defaults={"reason": reason[:200]})
+    if not created and suspension.reason == reason[:200]:
+        return
+    if not created:
+        suspension.reason = reason[:200]
+        suspension.save(update_fields=["reason"])
+    audit_record(action="team.suspended", team=team, after={"reason": reason})
+    endpoints = list(Endpoint.objects.filter(team=team).live())
+    config_change_record(endpoints=endpoints, keys=_keys_that_matter(endpoints))
+
+
+@transaction.atomic
+def team_unsuspend(*, team: Team) -> None:
+    deleted, _ = TeamSuspension.objects.filter(team=team).delete()
+    if not deleted:
+        return
+    audit_record(action="team.unsuspended", team=team)
+    endpoints = list(Endpoint.objects.filter(team=team).live())
+    config_change_record(endpoints=endpoints, keys=_keys_that_matter(endpoints))
+
+
+def team_gateway_config_delete(*, team: Team) -> None:
+    """Delete a team's endpoints and keys and tell the gateway (inside the team deletion's transaction)."""
+    endpoints = list(Endpoint.objects.select_for_update().filter(team=team))
+    keys = list(ApiKey.objects.select_for_update().filter(team=team, revoked_at__isnull=True))
+    ApiKey.objects.filter(team=team).delete()
+    Endpoint.objects.filter(team=team).delete()
+    config_change_record(endpoints=endpoints, keys=keys)
+
+
+# --- gateway credentials --------------------------------------------------------------------
+
+
+def gateway_credential_create(*, name: str, actor: User | None = None) -> tuple[GatewayCredential, str]:
+    """A credential for one gateway instance or region. Returns the secret, which is never stored."""
+    name = name.strip()
+    if not name:
+        raise ServiceError("name_required", "Name the gateway (e.g. eu-west-1).", field="name")
+    if GatewayCredential.objects.filter(name=name).exists():
+        raise ServiceError("name_taken", f"A gateway credential named {name!r} exists.", field="name", status=409)
+    public_part = secrets.token_hex(4)
+    secret = f"{GATEWAY_CREDENTIAL_PREFIX}{public_part}_{secrets.token_urlsafe(32)}"
+    credential = GatewayCredential.objects.create(
+        name=name[:80],
+        prefix=f"{GATEWAY_CREDENTIAL_PREFIX}{public_part}",
+        secret_hash=sha256_hex(secret),
+        created_by=actor,
+    )
+    audit_record(action="gateway_credential.created", actor=actor, target=credential, after={"name": credential.name})
+    return credential, secret
+
+
+def gateway_credential_revoke(*, credential: GatewayCredential, actor: User | None = None) -> None:
+    updated = GatewayCredential.objects.filter(pk=credential.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if updated:
+        audit_record(action="gateway_credential.revoked", actor=actor, target=credential)
+
+
+def gateway_credential_touch(*, credential: GatewayCredential) -> None:
+    """Record that the gateway was seen, at most once a minute (a single UPDATE)."""
+    now = timezone.now()
+    if credential.last_seen_at is None or now - credential.last_seen_at > timedelta(minutes=1):
+        GatewayCredential.objects.filter(pk=credential.pk).update(last_seen_at=now)
+        credential.last_seen_at = now

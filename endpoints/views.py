@@ -1,0 +1,324 @@
+"""HTML views for endpoints and API keys (team-scoped: /t/<team>/endpoints/…)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from accounts.permissions import can, team_view
+from accounts.services import user_email_verified
+from endpoints import selectors, services
+from endpoints.forms import (
+    EndpointCreateForm,
+    EndpointSecurityForm,
+    EndpointSettingsForm,
+    KeyCreateForm,
+    KeyRotateForm,
+)
+from endpoints.models import ApiKey, Endpoint
+from project.errors import ServiceError
+
+
+def _endpoint_or_404(request: HttpRequest, endpoint_id: str) -> Endpoint:
+    try:
+        return selectors.endpoint_get(team=request.team, public_id=endpoint_id)  # type: ignore[attr-defined]
+    except Endpoint.DoesNotExist:
+        raise Http404("No such endpoint") from None
+
+
+def _key_or_404(request: HttpRequest, key_id: str) -> ApiKey:
+    try:
+        return selectors.key_get(team=request.team, key_id=key_id)  # type: ignore[attr-defined]
+    except ApiKey.DoesNotExist:
+        raise Http404("No such key") from None
+
+
+def _endpoint_url(endpoint: Endpoint, name: str = "endpoint_detail") -> str:
+    return reverse(name, kwargs={"team_slug": endpoint.team.slug, "endpoint_id": endpoint.public_id})
+
+
+def _render_tab(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    """A tab of the endpoint page: the whole page, or only the panel when htmx swaps tabs."""
+    name = f"{template}#panel" if getattr(request, "htmx", False) and not request.htmx.boosted else template  # type: ignore[attr-defined]
+    return render(request, name, context, status=status)
+
+
+# --- list and create ------------------------------------------------------------------------
+
+
+@team_view(GET="endpoints.view")
+def endpoint_list(request: HttpRequest) -> HttpResponse:
+    endpoints = list(selectors.endpoint_list(team=request.team))  # type: ignore[attr-defined]
+    return render(request, "endpoints/endpoint_list.html", {"endpoints": endpoints})
+
+
+@team_view(GET="endpoints.manage", POST="endpoints.manage")
+def endpoint_create(request: HttpRequest) -> HttpResponse:
+    form = EndpointCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            endpoint = services.endpoint_create(
+                team=request.team,  # type: ignore[attr-defined]
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                environment=form.cleaned_data["environment"],
+                services=[s.id for s in form.cleaned_data["services"]],
+                actor=request.user,  # type: ignore[arg-type]
+                request=request,
+            )
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, f"Created {endpoint.name}. Next: create an API key.")
+            return redirect(_endpoint_url(endpoint, "endpoint_keys"))
+    status = 400 if request.method == "POST" else 200
+    return render(request, "endpoints/endpoint_create.html", {"form": form}, status=status)
+
+
+# --- the endpoint page's tabs ---------------------------------------------------------------
+
+
+def _base_context(request: HttpRequest, endpoint: Endpoint, tab: str) -> dict[str, Any]:
+    return {"endpoint": endpoint, "tab": tab, "team_suspension": selectors.team_suspension_reason(team=request.team)}  # type: ignore[attr-defined]
+
+
+@team_view(GET="endpoints.view")
+def endpoint_detail(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    """Overview: the URL of every enabled service, ready to copy, with a curl example."""
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    usable_keys = [
+        k for k in selectors.key_list(team=request.team, endpoint=endpoint, include_revoked=False) if k.is_usable()
+    ]  # type: ignore[attr-defined]
+    example_key_id = usable_keys[0].key_id if usable_keys else "<KEY_ID>"
+    service_rows = [
+        {
+            "service": service,
+            "url": service.url_for(example_key_id),
+            "curl": curl_example(service, example_key_id, endpoint),
+        }
+        for service in endpoint.services.all()
+    ]
+    context = {
+        **_base_context(request, endpoint, "overview"),
+        "service_rows": service_rows,
+        "has_key": bool(usable_keys),
+    }
+    return _render_tab(request, "endpoints/endpoint_overview.html", context)
+
+
+def curl_example(service: Any, key_id: str, endpoint: Endpoint) -> str:
+    auth = ' \\\n  -H "Authorization: Bearer $GATEHOUSE_SECRET"' if endpoint.secret_key_required else ""
+    url = service.url_for(key_id)
+    if service.is_llm:
+        body = (
+            '{"model": "%s", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 32}' % service.id  # noqa: UP031
+        )
+    elif service.chain_family == "solana":
+        body = '{"jsonrpc": "2.0", "id": 1, "method": "getSlot"}'
+    else:
+        body = '{"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}'
+    return f"curl {url} \\\n  -H \"Content-Type: application/json\"{auth} \\\n  -d '{body}'"
+
+
+def _keys_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> dict[str, Any]:
+    suspension = selectors.team_suspension_reason(team=request.team)  # type: ignore[attr-defined]
+    keys = list(selectors.key_list(team=request.team, endpoint=endpoint))  # type: ignore[attr-defined]
+    rows = [{"key": key, "status": selectors.key_effective_status(key, team_suspension=suspension)} for key in keys]
+    return {
+        **_base_context(request, endpoint, "keys"),
+        "rows": rows,
+        "form": extra.pop("form", None) or KeyCreateForm(),
+        "rotate_form": KeyRotateForm(),
+        "email_verified": user_email_verified(request.user),  # type: ignore[arg-type]
+        "can_manage_keys": can(request.membership.role, "keys.manage"),  # type: ignore[attr-defined]
+        **extra,
+    }
+
+
+def _secret_response(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store"  # the page shows a secret once: never from a cache
+    return response
+
+
+@team_view(GET="keys.view", POST="keys.manage")
+def endpoint_keys(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    """The endpoint's keys; POST creates one and shows its secret once."""
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    if request.method == "POST":
+        form = KeyCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                key, secret = services.api_key_create(
+                    endpoint=endpoint,
+                    name=form.cleaned_data["name"],
+                    expires_at=form.expires_at(),
+                    daily_unit_cap=form.cleaned_data["daily_unit_cap"],
+                    actor=request.user,  # type: ignore[arg-type]
+                    request=request,
+                )
+            except ServiceError as error:
+                form.add_service_error(error)
+            else:
+                context = _keys_context(request, endpoint, created_key=key, created_secret=secret)
+                return _secret_response(_render_tab(request, "endpoints/endpoint_keys.html", context, status=201))
+        return _render_tab(
+            request, "endpoints/endpoint_keys.html", _keys_context(request, endpoint, form=form), status=400
+        )
+    return _render_tab(request, "endpoints/endpoint_keys.html", _keys_context(request, endpoint))
+
+
+@team_view(POST="keys.manage")
+def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = _key_or_404(request, key_id)
+    form = KeyRotateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose how long the old key keeps working.")
+        return redirect(_endpoint_url(key.endpoint, "endpoint_keys"))
+    try:
+        new_key, secret = services.api_key_rotate(
+            key=key,
+            overlap=form.cleaned_data["overlap"],
+            actor=request.user,
+            request=request,  # type: ignore[arg-type]
+        )
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return redirect(_endpoint_url(key.endpoint, "endpoint_keys"))
+    key.refresh_from_db()  # now with the end of its overlap
+    context = _keys_context(request, key.endpoint, created_key=new_key, created_secret=secret, rotated_from=key)
+    return _secret_response(_render_tab(request, "endpoints/endpoint_keys.html", context, status=201))
+
+
+@team_view(POST="keys.manage")
+def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = _key_or_404(request, key_id)
+    services.api_key_revoke(key=key, actor=request.user, request=request)  # type: ignore[arg-type]
+    messages.success(request, f"Revoked {key.name} ({key.key_id}). The gateway refuses it from its next config poll.")
+    return redirect(_endpoint_url(key.endpoint, "endpoint_keys"))
+
+
+def _security_context(
+    request: HttpRequest, endpoint: Endpoint, form: EndpointSecurityForm | None = None
+) -> dict[str, Any]:
+    if form is None:
+        form = EndpointSecurityForm(
+            endpoint=endpoint,
+            initial={
+                "secret_key_required": endpoint.secret_key_required,
+                "rate_limit_rps": endpoint.rate_limit_rps,
+                "monthly_unit_cap": endpoint.monthly_unit_cap,
+                "allowed_origins": "\n".join(endpoint.allowed_origins),
+                "allowed_user_agents": "\n".join(endpoint.allowed_user_agents),
+                "allowed_ips": "\n".join(endpoint.allowed_ips),
+            },
+        )
+    return {
+        **_base_context(request, endpoint, "security"),
+        "form": form,
+        "can_manage": can(request.membership.role, "endpoints.manage"),  # type: ignore[attr-defined]
+    }
+
+
+@team_view(GET="endpoints.view", POST="endpoints.manage")
+def endpoint_security(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    """Secret-key requirement, rate limit, cap and allowlists; all-or-nothing on save."""
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    if request.method == "POST":
+        form = EndpointSecurityForm(request.POST, endpoint=endpoint)
+        if form.is_valid():
+            try:
+                services.endpoint_update(endpoint=endpoint, actor=request.user, request=request, **form.changes())  # type: ignore[arg-type]
+            except ServiceError as error:
+                form.add_service_error(error)
+            else:
+                messages.success(
+                    request, "Security settings saved. The gateway applies them from its next config poll."
+                )
+                return redirect(_endpoint_url(endpoint, "endpoint_security"))
+        return _render_tab(
+            request, "endpoints/endpoint_security.html", _security_context(request, endpoint, form), status=400
+        )
+    return _render_tab(request, "endpoints/endpoint_security.html", _security_context(request, endpoint))
+
+
+@team_view(GET="endpoints.manage", POST="endpoints.manage")
+def endpoint_settings(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    initial = {"name": endpoint.name, "description": endpoint.description, "services": list(endpoint.services.all())}
+    form = EndpointSettingsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.endpoint_update(
+                endpoint=endpoint,
+                actor=request.user,  # type: ignore[arg-type]
+                request=request,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                services=[s.id for s in form.cleaned_data["services"]],
+            )
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect(_endpoint_url(endpoint, "endpoint_settings"))
+    context = {**_base_context(request, endpoint, "settings"), "form": form}
+    return _render_tab(
+        request, "endpoints/endpoint_settings.html", context, status=400 if request.method == "POST" else 200
+    )
+
+
+@team_view(GET="endpoints.view", POST="endpoints.manage")
+def endpoint_name(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    """htmx inline edit of the endpoint's name: GET the form, POST to save; both answer the fragment."""
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    editing = (
+        request.method == "GET" and request.GET.get("edit") == "1" and can(request.membership.role, "endpoints.manage")
+    )  # type: ignore[attr-defined]
+    error = ""
+    if request.method == "POST":
+        try:
+            endpoint = services.endpoint_update(
+                endpoint=endpoint,
+                actor=request.user,
+                request=request,
+                name=request.POST.get("name", ""),  # type: ignore[arg-type]
+            )
+        except ServiceError as service_error:
+            error, editing = service_error.message, True
+        if not request.htmx and not error:  # type: ignore[attr-defined]
+            return redirect(_endpoint_url(endpoint))
+    context = {
+        "endpoint": endpoint,
+        "editing": editing,
+        "name_error": error,
+        "can_edit": can(request.membership.role, "endpoints.manage"),
+    }  # type: ignore[attr-defined]
+    return render(request, "endpoints/_endpoint_name.html", context, status=400 if error else 200)
+
+
+@team_view(POST="endpoints.manage")
+def endpoint_pause(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    pause = request.POST.get("paused", "1") == "1"
+    try:
+        services.endpoint_set_paused(endpoint=endpoint, paused=pause, actor=request.user, request=request)  # type: ignore[arg-type]
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"{endpoint.name} is {'paused: every key is refused' if pause else 'active again'}.")
+    return redirect(_endpoint_url(endpoint, "endpoint_settings"))
+
+
+@team_view(POST="endpoints.manage")
+def endpoint_delete(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    endpoint = _endpoint_or_404(request, endpoint_id)
+    if request.POST.get("confirmation", "").strip() != endpoint.name:
+        messages.error(request, f"Type the endpoint's name, {endpoint.name}, to delete it.")
+        return redirect(_endpoint_url(endpoint, "endpoint_settings"))
+    services.endpoint_delete(endpoint=endpoint, actor=request.user, request=request)  # type: ignore[arg-type]
+    messages.success(request, f"Deleted {endpoint.name}; its keys no longer work.")
+    return redirect("endpoint_list", team_slug=endpoint.team.slug)
