@@ -4,6 +4,7 @@ import pytest
 from django.core.management import call_command
 
 from accounts.models import Team
+from endpoints.models import Endpoint
 from project.demo import DEMO_EMAIL, DEMO_PASSWORD, DEMO_TEAM_NAME
 
 
@@ -12,6 +13,7 @@ from project.demo import DEMO_EMAIL, DEMO_PASSWORD, DEMO_TEAM_NAME
 def test_every_page_renders_cleanly_for_the_demo_owner(browser_page):
     call_command("seed_demo", stdout=None)
     slug = Team.objects.get(name=DEMO_TEAM_NAME).slug
+    endpoint = Endpoint.objects.get(name="NFT dapp (browser)").public_id
     page = browser_page.page
     browser_page.visit("/accounts/login/", "login")
     page.get_by_label("Email").fill(DEMO_EMAIL)
@@ -21,6 +23,11 @@ def test_every_page_renders_cleanly_for_the_demo_owner(browser_page):
 
     for path in [
         f"/t/{slug}/",
+        f"/t/{slug}/endpoints/",
+        f"/t/{slug}/endpoints/{endpoint}/",
+        f"/t/{slug}/endpoints/{endpoint}/keys/",
+        f"/t/{slug}/endpoints/{endpoint}/security/",
+        f"/t/{slug}/endpoints/{endpoint}/settings/",
         f"/t/{slug}/members/",
         f"/t/{slug}/tokens/",
         f"/t/{slug}/audit/",
