@@ -88,6 +88,7 @@ NON_TEAM_VIEWS: dict[str, str] = {
     "accounts.api.TeamListAPI": "lists only the caller's own teams",
     "endpoints.api.ServiceListAPI": "the public service catalog (any signed-in caller)",
     "endpoints.gateway_api.": "gateway API: gateway credentials only (IsGateway), no team",
+    "analytics.gateway_api.": "gateway API: gateway credentials only (IsGateway), no team",
 }
 
 

@@ -416,6 +416,21 @@ def api_key_revoke(*, key: ApiKey, actor: User | None, request: HttpRequest | No
     return key
 
 
+def api_keys_mark_used(*, last_used: dict[int, Any]) -> None:
+    """Move keys' last-used time forward (from the aggregation, one statement for many keys)."""
+    if not last_used:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE endpoints_apikey AS k SET last_used_at = v.ts
+            FROM unnest(%s::int[], %s::timestamptz[]) AS v(id, ts)
+            WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.ts)
+            """,
+            [list(last_used), list(last_used.values())],
+        )
+
+
 # --- team-wide suspension (used by billing) --------------------------------------------------
 
 

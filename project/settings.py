@@ -153,6 +153,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "worker-heartbeat": {"task": "project.tasks.worker_heartbeat", "schedule": 30.0},
+    # The sweeper: rolls up every committed batch not yet aggregated (ingestion also nudges on commit).
+    "aggregate-pending": {"task": "analytics.tasks.aggregate_pending", "schedule": 2.0},
+    "usage-partitions": {"task": "analytics.tasks.maintain_partitions", "schedule": 3600.0},
+    "prune-config-changes": {"task": "endpoints.tasks.prune_config_changes", "schedule": 3600.0},
 }
 
 # --- authentication ---------------------------------------------------------
@@ -276,6 +280,17 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+
+# --- usage -------------------------------------------------------------------
+
+# Raw relays are kept this many days (whole daily partitions are dropped); rollups outlive them.
+RAW_RETENTION_DAYS = env_int("RAW_RETENTION_DAYS", 14, minimum=1, maximum=35)
+MINUTE_ROLLUP_RETENTION_DAYS = env_int("MINUTE_ROLLUP_RETENTION_DAYS", 7, minimum=1, maximum=35)
+HOUR_ROLLUP_RETENTION_DAYS = env_int("HOUR_ROLLUP_RETENTION_DAYS", 400, minimum=30)
+# Aggregation falling further behind than this is reported as lagging (ingestion keeps accepting).
+AGGREGATION_LAG_WARNING_SECONDS = env_int("AGGREGATION_LAG_WARNING_SECONDS", 60, minimum=1)
+# Bearer token for Prometheus to scrape /metrics; staff sessions may read it too. Empty: staff only.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- REST API ---------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -27,7 +29,22 @@ def readyz(request: HttpRequest) -> JsonResponse:
     }
     if checks["database"].ok:
         body["workers"] = {"heartbeat_age_seconds": health.worker_heartbeat_age_seconds()}
+        body["ingestion"] = health.ingestion_detail()
     return JsonResponse(body, status=200 if ready else 503)
+
+
+@require_GET
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Operator metrics in Prometheus text format: `Authorization: Bearer $METRICS_TOKEN`, or a staff session."""
+    token = settings.METRICS_TOKEN
+    presented = request.headers.get("Authorization", "")
+    allowed = (token and constant_time_compare(presented, f"Bearer {token}")) or (
+        request.user.is_authenticated and request.user.is_staff
+    )
+    if not allowed:
+        return HttpResponse("metrics need a bearer token or a staff session\n", status=401, content_type="text/plain")
+    return HttpResponse(health.prometheus_text(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 def home(request: HttpRequest) -> HttpResponse:

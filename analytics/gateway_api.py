@@ -1,0 +1,122 @@
+"""POST /api/gateway/v1/usage: the gateway pushes one NDJSON record per relay. Gateway credentials only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.http import JsonResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from analytics import ingest
+from endpoints.authentication import GatewayCredentialAuthentication, IsGateway
+from project.api import ErrorSerializer
+
+CHUNK = 64 * 1024
+_EXAMPLE = (
+    '{"id":"r-8f2c","ts":"2026-11-26T12:00:01.250Z","key_id":"key_k7v4j042mjbko8lz","endpoint_id":"ep_0g70cjxv9tf4",'
+    '"service":"eth-mainnet","method":"eth_call","status":200,"error_class":null,"latency_ms":41.7,'
+    '"req_bytes":312,"resp_bytes":1180,"units":26,"region":"eu-west-1"}'
+)
+
+
+def _chunks(request: Request) -> Iterator[bytes]:
+    raw = request._request  # the WSGI request: read the stream ourselves, with our own size limit
+    while True:
+        chunk = raw.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+class UsageIngestAPI(APIView):
+    authentication_classes = [GatewayCredentialAuthentication]
+    permission_classes = [IsGateway]
+    parser_classes: list = []  # the body is NDJSON, read and validated by analytics.ingest
+
+    @extend_schema(
+        operation_id="gateway_usage_ingest",
+        summary="Push usage records (NDJSON, one record per relay)",
+        description=(
+            "Body: one JSON object per line (the v1 usage record: id, ts, key_id, endpoint_id, service, method, "
+            "status, error_class, latency_ms, req_bytes, resp_bytes, units, input_tokens, output_tokens, region), "
+            "optionally with `Content-Encoding: gzip`. At most 10 MB decompressed and 50,000 records (413 beyond). "
+            "`Idempotency-Key` is required: resending the same key with the same body returns the original answer "
+            "and counts nothing twice; the same key with a different body is 409. Any invalid record refuses the "
+            "whole batch with 422, listing line numbers and reasons; nothing is stored. 202 means the batch is "
+            "committed: it will be counted exactly once, whatever happens to the aggregation."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="Unique per batch (≤ 128 characters).",
+            ),
+            OpenApiParameter("Content-Encoding", str, OpenApiParameter.HEADER, enum=["gzip", "identity"]),
+        ],
+        request={"application/x-ndjson": {"type": "string", "format": "binary"}},
+        examples=[OpenApiExample("One record", value=_EXAMPLE, request_only=True, media_type="application/x-ndjson")],
+        responses={
+            202: inline_serializer(
+                "UsageAccepted",
+                {
+                    "batch_id": serializers.IntegerField(),
+                    "records": serializers.IntegerField(),
+                    "status": serializers.CharField(),
+                    "replayed": serializers.BooleanField(
+                        help_text="True when this answers a repeated Idempotency-Key."
+                    ),
+                },
+            ),
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            409: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with a different body."),
+            413: ErrorSerializer,
+            422: OpenApiResponse(
+                inline_serializer(
+                    "UsageRejected",
+                    {
+                        "code": serializers.CharField(),
+                        "detail": serializers.CharField(),
+                        "errors": serializers.ListField(
+                            child=serializers.DictField(), help_text="[{line, reason}], at most 100"
+                        ),
+                        "errors_truncated": serializers.BooleanField(),
+                    },
+                ),
+                description="Invalid records; nothing was stored.",
+            ),
+        },
+        tags=["gateway"],
+    )
+    def post(self, request: Request) -> JsonResponse:
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key or len(key) > 128 or not key.isprintable():
+            return JsonResponse(
+                {
+                    "code": "idempotency_key_required",
+                    "detail": "Send an Idempotency-Key header (1–128 printable characters) unique to this batch.",
+                },
+                status=400,
+            )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("gzip", "identity", ""):
+            return JsonResponse(
+                {"code": "unsupported_encoding", "detail": "Content-Encoding must be gzip or identity."}, status=415
+            )
+        length = int(request.headers.get("Content-Length") or 0)
+        try:
+            if length > ingest.MAX_BYTES:
+                raise ingest._too_large()
+            body = ingest.read_body(_chunks(request), gzipped=encoding == "gzip")
+            accepted = ingest.ingest(gateway=request.auth, idempotency_key=key, body=body)
+        except ingest.IngestError as error:
+            return JsonResponse(error.body, status=error.status)
+        response = JsonResponse(accepted.body(), status=202)
+        if accepted.replayed:
+            response["Idempotent-Replayed"] = "true"
+        return response

@@ -1,0 +1,322 @@
+"""Usage ingestion: read (and gunzip, bounded), decode and validate a batch of NDJSON records, then
+store it — the batch row and every record (binary COPY) — in one transaction.
+
+The hot path avoids per-record ORM and serializer work: msgspec decodes each line straight into
+a typed struct (that is the type and range validation), and rows go to PostgreSQL with binary COPY.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from analytics.models import ERROR_CLASSES, IngestBatch
+from analytics.partitions import ensure_all_partitions_today
+from endpoints.models import ApiKey, GatewayCredential, Service
+
+MAX_BYTES = 10 * 1024 * 1024  # decompressed
+MAX_RECORDS = 50_000
+MAX_FUTURE = timedelta(minutes=5)
+MAX_AGE = timedelta(days=35)
+MAX_REPORTED_ERRORS = 100
+INT32 = 2**31 - 1
+
+
+class UsageRecord(msgspec.Struct):
+    """One relay, as the gateway contract (v1) defines it. Unknown fields are ignored (forward compatible)."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    ts: int | Annotated[datetime, msgspec.Meta(tz=True)]
+    key_id: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    endpoint_id: Annotated[str, msgspec.Meta(min_length=1, max_length=24)]
+    service: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    method: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    status: Annotated[int, msgspec.Meta(ge=100, le=599)]
+    latency_ms: Annotated[float, msgspec.Meta(ge=0, le=3_600_000)]
+    req_bytes: Annotated[int, msgspec.Meta(ge=0, le=INT32)]
+    resp_bytes: Annotated[int, msgspec.Meta(ge=0, le=INT32)]
+    units: Annotated[int, msgspec.Meta(ge=0, le=INT32)]
+    region: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    error_class: Literal["user", "upstream", "gateway"] | None = None
+    input_tokens: Annotated[int, msgspec.Meta(ge=0, le=INT32)] | None = None
+    output_tokens: Annotated[int, msgspec.Meta(ge=0, le=INT32)] | None = None
+
+
+_decoder = msgspec.json.Decoder(UsageRecord)
+
+COPY_COLUMNS = (
+    "ts, batch_id, team_id, endpoint_id, key_id, relay_id, service, method, region, status, error_class, "
+    "latency_ms, req_bytes, resp_bytes, units, input_tokens, output_tokens"
+)
+COPY_TYPES = ["timestamptz", "int8", "int4", "int4", "int4", "text", "text", "text", "text", "int2", "int2",
+              "float4", "int4", "int4", "int4", "int4", "int4"]  # fmt: skip
+
+
+class IngestError(Exception):
+    """A refusal with an HTTP status and a machine-readable body."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: object):
+        super().__init__(detail)
+        self.status = status
+        self.body = {"code": code, "detail": detail, **extra}
+
+
+@dataclass
+class Accepted:
+    batch_id: int
+    records: int
+    replayed: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def body(self) -> dict[str, object]:
+        return {"batch_id": self.batch_id, "records": self.records, "status": "accepted", "replayed": self.replayed}
+
+
+# --- reading the body -----------------------------------------------------------------------
+
+
+def read_body(chunks: Iterator[bytes], *, gzipped: bool) -> bytes:
+    """The request body, decompressed if gzipped, refused past MAX_BYTES without ever holding more."""
+    out = bytearray()
+    if not gzipped:
+        for chunk in chunks:
+            out += chunk
+            if len(out) > MAX_BYTES:
+                raise _too_large()
+        return bytes(out)
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        for chunk in chunks:
+            data = chunk
+            while data:
+                out += inflater.decompress(data, MAX_BYTES + 1 - len(out))
+                if len(out) > MAX_BYTES:
+                    raise _too_large()
+                data = inflater.unconsumed_tail
+        if not inflater.eof:
+            raise IngestError(400, "invalid_gzip", "The gzip body is truncated.")
+    except zlib.error as error:
+        raise IngestError(400, "invalid_gzip", f"The body is not valid gzip: {error}.") from None
+    return bytes(out)
+
+
+def _too_large() -> IngestError:
+    return IngestError(
+        413,
+        "payload_too_large",
+        f"A batch may hold at most {MAX_BYTES // (1024 * 1024)} MB (decompressed) and {MAX_RECORDS:,} records; "
+        "split it and send the parts with their own Idempotency-Key.",
+        max_bytes=MAX_BYTES,
+        max_records=MAX_RECORDS,
+    )
+
+
+# --- decoding and validating ----------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    line: int
+    record: UsageRecord
+    ts: datetime
+
+
+def _services() -> set[str]:
+    known = cache.get("ingest:service-ids")
+    if known is None:
+        known = set(Service.objects.values_list("id", flat=True))
+        cache.set("ingest:service-ids", known, 60)
+    return known
+
+
+def decode(body: bytes, *, now: datetime) -> tuple[list[_Row], list[dict[str, object]]]:
+    """Decode every line; return the rows and the per-line errors (first MAX_REPORTED_ERRORS)."""
+    rows: list[_Row] = []
+    errors: list[dict[str, object]] = []
+    earliest, latest = now - MAX_AGE, now + MAX_FUTURE
+    seen_ids: set[str] = set()
+    lines = body.split(b"\n")
+    if sum(1 for line in lines if line.strip()) > MAX_RECORDS:
+        raise _too_large()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = _decoder.decode(line)
+        except msgspec.ValidationError as error:
+            errors.append({"line": number, "reason": str(error)})
+        except msgspec.DecodeError as error:
+            errors.append({"line": number, "reason": f"not a JSON object: {error}"})
+        else:
+            ts = record.ts if isinstance(record.ts, datetime) else _from_epoch_ms(record.ts)
+            if ts is None:
+                errors.append({"line": number, "reason": "ts: epoch milliseconds out of range"})
+            elif ts > latest:
+                errors.append({"line": number, "reason": "ts is more than 5 minutes in the future"})
+            elif ts < earliest:
+                errors.append({"line": number, "reason": "ts is older than 35 days"})
+            elif record.id in seen_ids:
+                errors.append({"line": number, "reason": f"id {record.id!r} appears twice in this batch"})
+            else:
+                seen_ids.add(record.id)
+                rows.append(_Row(number, record, ts))
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+    return rows, errors
+
+
+def _from_epoch_ms(value: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def resolve(rows: list[_Row], errors: list[dict[str, object]]) -> dict[str, tuple[int, int, int, str]]:
+    """key_id → (key pk, team id, endpoint pk, endpoint public id), for keys revoked or deleted too."""
+    key_ids = {row.record.key_id for row in rows}
+    keys = {
+        key_id: (pk, team_id, endpoint_pk, endpoint_public_id)
+        for key_id, pk, team_id, endpoint_pk, endpoint_public_id in ApiKey.objects.filter(
+            key_id__in=key_ids
+        ).values_list("key_id", "id", "team_id", "endpoint_id", "endpoint__public_id")
+    }
+    services = _services()
+    for row in rows:
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+        record = row.record
+        known = keys.get(record.key_id)
+        if known is None:
+            errors.append({"line": row.line, "reason": f"unknown key_id {record.key_id!r}"})
+        elif known[3] != record.endpoint_id:
+            errors.append(
+                {
+                    "line": row.line,
+                    "reason": f"key {record.key_id} belongs to endpoint {known[3]}, not {record.endpoint_id}",
+                }
+            )
+        elif record.service not in services:
+            errors.append({"line": row.line, "reason": f"unknown service {record.service!r}"})
+    return keys
+
+
+# --- storing ----------------------------------------------------------------------------------
+
+
+def _existing(gateway: GatewayCredential, idempotency_key: str, body_hash: str) -> Accepted | None:
+    batch = IngestBatch.objects.filter(gateway=gateway, idempotency_key=idempotency_key).first()
+    if batch is None:
+        return None
+    if batch.body_sha256 != body_hash:
+        raise IngestError(
+            409,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used for a different body. Use a new key for a new batch.",
+            batch_id=batch.id,
+        )
+    return Accepted(batch_id=batch.id, records=batch.record_count, replayed=True)
+
+
+def ingest(*, gateway: GatewayCredential, idempotency_key: str, body: bytes) -> Accepted:
+    """Validate and durably store one batch. Returns only after the commit; raises IngestError on refusal."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    body_hash = hashlib.sha256(body).hexdigest()
+    replay = _existing(gateway, idempotency_key, body_hash)
+    if replay is not None:
+        return replay
+    now = timezone.now()
+    rows, errors = decode(body, now=now)
+    timings["decode"] = time.perf_counter() - started
+    if not rows and not errors:
+        raise IngestError(400, "empty_batch", "The body holds no records (one JSON object per line).")
+    keys = resolve(rows, errors) if len(errors) < MAX_REPORTED_ERRORS else {}
+    if errors:
+        raise IngestError(
+            422,
+            "invalid_records",
+            "Some records are invalid, so nothing in this batch was stored. Fix them and send the batch again.",
+            errors=errors,
+            errors_truncated=len(errors) >= MAX_REPORTED_ERRORS,
+        )
+    timings["validate"] = time.perf_counter() - started
+    ensure_all_partitions_today()
+    try:
+        with transaction.atomic():
+            batch = IngestBatch.objects.create(
+                gateway=gateway,
+                idempotency_key=idempotency_key,
+                body_sha256=body_hash,
+                record_count=len(rows),
+                min_ts=min(row.ts for row in rows),
+                max_ts=max(row.ts for row in rows),
+                received_at=now,
+            )
+            _copy_rows(batch.id, rows, keys)
+            transaction.on_commit(nudge_aggregation)
+    except IntegrityError:
+        # The same batch arrived twice at once: the other request stored it.
+        replay = _existing(gateway, idempotency_key, body_hash)
+        if replay is None:
+            raise
+        return replay
+    timings["stored"] = time.perf_counter() - started
+    return Accepted(batch_id=batch.id, records=len(rows), timings=timings)
+
+
+def _copy_rows(batch_id: int, rows: list[_Row], keys: dict[str, tuple[int, int, int, str]]) -> None:
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(f"COPY analytics_relay ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(COPY_TYPES)
+        write = copy.write_row
+        classes = ERROR_CLASSES
+        for row in rows:
+            record = row.record
+            key_pk, team_id, endpoint_pk, _public = keys[record.key_id]
+            write(
+                (
+                    row.ts,
+                    batch_id,
+                    team_id,
+                    endpoint_pk,
+                    key_pk,
+                    record.id,
+                    record.service,
+                    record.method,
+                    record.region,
+                    record.status,
+                    classes[record.error_class],
+                    record.latency_ms,
+                    record.req_bytes,
+                    record.resp_bytes,
+                    record.units,
+                    record.input_tokens or 0,
+                    record.output_tokens or 0,
+                )
+            )
+
+
+def nudge_aggregation() -> None:
+    """Queue an aggregation run soon after a commit — at most one nudge a second (beat sweeps anyway)."""
+    if cache.add("ingest:aggregation-nudge", 1, timeout=1):
+        from analytics.tasks import aggregate_pending
+
+        try:
+            aggregate_pending.delay()
+        except Exception:  # the broker is down: the beat sweeper (or the next nudge) picks the batch up
+            import logging
+
+            logging.getLogger(__name__).warning("could not queue aggregation; the sweeper will", exc_info=True)

@@ -1,0 +1,157 @@
+"""Usage: ingested batches, the raw relay log and the rollups.
+
+The raw relay log and the rollup tables are created by SQL migrations (day-partitioned tables,
+BRIN indexes, fillfactor) and are read through the unmanaged models below; they are written
+only with COPY and INSERT … SELECT in analytics/ingest.py and analytics/aggregation.py.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from endpoints.models import GatewayCredential
+
+ERROR_CLASSES = {None: 0, "user": 1, "upstream": 2, "gateway": 3}
+ERROR_CLASS_NAMES = {code: name for name, code in ERROR_CLASSES.items()}
+
+
+class IngestBatch(models.Model):
+    """One accepted POST of usage records. Its flag says whether its records are in the rollups."""
+
+    id = models.BigAutoField(primary_key=True)
+    gateway = models.ForeignKey(GatewayCredential, on_delete=models.PROTECT, related_name="+")
+    idempotency_key = models.CharField(max_length=128)
+    body_sha256 = models.CharField(max_length=64)
+    record_count = models.PositiveIntegerField()
+    min_ts = models.DateTimeField()
+    max_ts = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    aggregated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "idempotency_key"], name="analytics_batch_idempotency"),
+        ]
+        indexes = [
+            models.Index(fields=["id"], condition=models.Q(aggregated_at__isnull=True), name="analytics_batch_pending"),
+            models.Index(fields=["received_at"], name="analytics_batch_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.id} ({self.record_count} records)"
+
+
+class Relay(models.Model):
+    """One relay in the raw log (read-only here; partitioned by day, kept for the retention window)."""
+
+    ts = models.DateTimeField()
+    batch_id = models.BigIntegerField()
+    team_id = models.IntegerField()
+    endpoint_id = models.IntegerField()
+    key_id = models.IntegerField()
+    relay_id = models.CharField(max_length=64, primary_key=True)  # unique per gateway; a pk only for the ORM
+    service = models.CharField(max_length=64)
+    method = models.CharField(max_length=128)
+    region = models.CharField(max_length=32)
+    status = models.SmallIntegerField()
+    error_class = models.SmallIntegerField()
+    latency_ms = models.FloatField()
+    req_bytes = models.IntegerField()
+    resp_bytes = models.IntegerField()
+    units = models.IntegerField()
+    input_tokens = models.IntegerField()
+    output_tokens = models.IntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "analytics_relay"
+
+    def __str__(self) -> str:
+        return f"{self.relay_id} {self.service} {self.method}"
+
+
+class RollupBase(models.Model):
+    bucket = models.DateTimeField(primary_key=True)  # the natural key is (bucket, dimensions); a pk only for the ORM
+    team_id = models.IntegerField()
+    endpoint_id = models.IntegerField()
+    key_id = models.IntegerField()
+    service = models.CharField(max_length=64)
+    method = models.CharField(max_length=128)
+    region = models.CharField(max_length=32)
+    requests = models.BigIntegerField()
+    successes = models.BigIntegerField()
+    errors_user = models.BigIntegerField()
+    errors_upstream = models.BigIntegerField()
+    errors_gateway = models.BigIntegerField()
+    status_2xx = models.BigIntegerField()
+    status_3xx = models.BigIntegerField()
+    status_4xx = models.BigIntegerField()
+    status_5xx = models.BigIntegerField()
+    latency_sum_ms = models.FloatField()
+    latency_max_ms = models.FloatField()
+    req_bytes = models.BigIntegerField()
+    resp_bytes = models.BigIntegerField()
+    units = models.BigIntegerField()
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d %H:%M} {self.service} {self.method}: {self.requests}"
+
+
+class RollupMinute(RollupBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_rollup_minute"
+
+
+class RollupHour(RollupBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_rollup_hour"
+
+
+class RollupDay(RollupBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_rollup_day"
+
+
+class LatencyBase(models.Model):
+    bucket = models.DateTimeField(primary_key=True)
+    team_id = models.IntegerField()
+    endpoint_id = models.IntegerField()
+    key_id = models.IntegerField()
+    service = models.CharField(max_length=64)
+    method = models.CharField(max_length=128)
+    region = models.CharField(max_length=32)
+    le = models.SmallIntegerField(help_text="Histogram bucket: see analytics.histogram.")
+    count = models.BigIntegerField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d %H:%M} le={self.le}: {self.count}"
+
+
+class LatencyMinute(LatencyBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_latency_minute"
+
+
+class LatencyHour(LatencyBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_latency_hour"
+
+
+class LatencyDay(LatencyBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_latency_day"

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from analytics import aggregation, partitions
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def aggregate_pending() -> dict[str, float]:
+    """Roll up every committed batch not yet aggregated. Queued on commit of a batch and every 2 s by beat."""
+    result = aggregation.aggregate_pending(time_budget_seconds=20.0)
+    if result.batches:
+        logger.info(
+            "aggregated %s batches (%s records) in %.2f s",
+            result.batches,
+            result.records,
+            result.seconds,
+            extra={"batches": result.batches, "records": result.records},
+        )
+    return {"batches": result.batches, "records": result.records}
+
+
+@shared_task(ignore_result=True)
+def maintain_partitions() -> dict[str, list[str]]:
+    """Create the coming days' partitions; drop those past retention; trim hour rollups past theirs."""
+    created = [name for table in partitions.DAILY_TABLES for name in partitions.ensure_partitions(table)]
+    dropped = partitions.drop_expired_partitions()
+    cutoff = timezone.now() - timezone.timedelta(days=settings.HOUR_ROLLUP_RETENTION_DAYS)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM analytics_rollup_hour WHERE bucket < %s", [cutoff])
+        cursor.execute("DELETE FROM analytics_latency_hour WHERE bucket < %s", [cutoff])
+    if created or dropped:
+        logger.info("partitions created %s, dropped %s", created, dropped)
+    return {"created": created, "dropped": dropped}
