@@ -58,7 +58,7 @@ def test_a_worker_killed_mid_aggregation_counts_every_record_once(usage, team_a)
         assert children, "no pool process to kill"
         for child in children:
             child.send_signal(signal.SIGKILL)  # the OOM killer, mid-transaction
-        assert totals() == 0  # nothing committed by the killed attempt
+        assert totals(team_a) == 0  # nothing committed by the killed attempt
         # Beat would queue a sweep every 2 s; do the same until the batch is in.
         while IngestBatch.objects.filter(aggregated_at__isnull=True).exists():
             assert time.monotonic() < deadline, "the batch was never aggregated after the crash"
@@ -70,9 +70,9 @@ def test_a_worker_killed_mid_aggregation_counts_every_record_once(usage, team_a)
         with connection.cursor() as cursor:
             cursor.execute("DROP TRIGGER crash_once ON analytics_ingestbatch")
             cursor.execute("DROP FUNCTION crash_once(); DROP SEQUENCE crash_once;")
-    assert totals() == 20
+    assert totals(team_a) == 20
     assert RollupDay.objects.filter(team_id=team_a.pk).aggregate(n=Sum("requests"))["n"] == 20
 
 
-def totals() -> int:
-    return RollupMinute.objects.aggregate(n=Sum("requests"))["n"] or 0
+def totals(team) -> int:
+    return RollupMinute.objects.filter(team_id=team.pk).aggregate(n=Sum("requests"))["n"] or 0
