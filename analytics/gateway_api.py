@@ -108,7 +108,12 @@ class UsageIngestAPI(APIView):
             return JsonResponse(
                 {"code": "unsupported_encoding", "detail": "Content-Encoding must be gzip or identity."}, status=415
             )
-        length = int(request.headers.get("Content-Length") or 0)
+        length_header = request.headers.get("Content-Length") or "0"
+        if not length_header.isdigit():
+            return JsonResponse(
+                {"code": "invalid_content_length", "detail": "Content-Length must be a number of bytes."}, status=400
+            )
+        length = int(length_header)
         try:
             if length > ingest.MAX_BYTES:
                 raise ingest._too_large()

@@ -7,10 +7,13 @@ the 35-day acceptance window) land in the raw log's DEFAULT partition, trimmed b
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
+
+logger = logging.getLogger(__name__)
 
 # table → (storage options, has a DEFAULT partition)
 DAILY_TABLES: dict[str, tuple[str, bool]] = {
@@ -47,12 +50,19 @@ def existing_days(table: str) -> set[date]:
 
 
 def ensure_partitions(table: str, today: date | None = None) -> list[str]:
-    """Create the daily partitions from the start of the retention window to DAYS_AHEAD days ahead."""
+    """Create the daily partitions up to DAYS_AHEAD days ahead.
+
+    Going back, only on a table with no daily partition yet (the first migration): the DEFAULT
+    partition may already hold rows of older days, and PostgreSQL refuses a partition whose
+    range has rows in DEFAULT — so raising the retention later widens the window going forward.
+    """
     today = today or datetime.now(UTC).date()
     storage, _default = DAILY_TABLES[table]
     have = existing_days(table)
     created = []
     first = today - timedelta(days=retention_days(table) - 1)
+    if have:
+        first = max(first, min(have))
     day = first
     while day <= today + timedelta(days=DAYS_AHEAD):
         if day not in have:
@@ -68,11 +78,20 @@ def ensure_partitions(table: str, today: date | None = None) -> list[str]:
 
 
 def ensure_all_partitions_today() -> None:
-    """Once per process per day: make sure today's and the next days' partitions exist (cheap afterwards)."""
+    """Once per process per day: make sure today's and the next days' partitions exist (cheap afterwards).
+
+    A failure here is logged, not raised: relays without their day's partition still land in the
+    raw log's DEFAULT partition, and the hourly maintenance task tries again.
+    """
     today = datetime.now(UTC).date()
     for table in DAILY_TABLES:
         if _ensured.get(table) != today:
-            ensure_partitions(table, today)
+            try:
+                with transaction.atomic():
+                    ensure_partitions(table, today)
+            except DatabaseError:
+                logger.exception("could not create partitions of %s", table)
+                continue
             _ensured[table] = today
 
 

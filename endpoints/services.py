@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -475,18 +475,33 @@ def gateway_credential_create(*, name: str, actor: User | None = None) -> tuple[
     name = name.strip()
     if not name:
         raise ServiceError("name_required", "Name the gateway (e.g. eu-west-1).", field="name")
-    if GatewayCredential.objects.filter(name=name).exists():
-        raise ServiceError("name_taken", f"A gateway credential named {name!r} exists.", field="name", status=409)
     public_part = secrets.token_hex(4)
     secret = f"{GATEWAY_CREDENTIAL_PREFIX}{public_part}_{secrets.token_urlsafe(32)}"
-    credential = GatewayCredential.objects.create(
-        name=name[:80],
-        prefix=f"{GATEWAY_CREDENTIAL_PREFIX}{public_part}",
-        secret_hash=sha256_hex(secret),
-        created_by=actor,
-    )
-    audit_record(action="gateway_credential.created", actor=actor, target=credential, after={"name": credential.name})
+    try:
+        with transaction.atomic():
+            credential = GatewayCredential.objects.create(
+                name=name[:80],
+                prefix=f"{GATEWAY_CREDENTIAL_PREFIX}{public_part}",
+                secret_hash=sha256_hex(secret),
+                created_by=actor,
+            )
+            audit_record(
+                action="gateway_credential.created", actor=actor, target=credential, after={"name": credential.name}
+            )
+    except IntegrityError:
+        raise ServiceError(
+            "name_taken", f"A gateway credential named {name!r} exists.", field="name", status=409
+        ) from None
     return credential, secret
+
+
+def gateway_credentials_revoke(*, name_prefix: str, actor: User | None = None) -> int:
+    """Revoke every active credential whose name starts with name_prefix (e.g. a simulator's earlier runs)."""
+    revoked = 0
+    for credential in GatewayCredential.objects.filter(name__startswith=name_prefix, revoked_at__isnull=True):
+        gateway_credential_revoke(credential=credential, actor=actor)
+        revoked += 1
+    return revoked
 
 
 def gateway_credential_revoke(*, credential: GatewayCredential, actor: User | None = None) -> None:

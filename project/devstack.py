@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,8 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    essential: bool = True  # if it exits, stop everything; otherwise report it and carry on
+    reported: bool = False
 
 
 class Supervisor:
@@ -210,12 +212,12 @@ class Supervisor:
         self.children: list[Child] = []
         self.stopping = False
 
-    def spawn(self, name: str, argv: list[str]) -> None:
+    def spawn(self, name: str, argv: list[str], *, essential: bool = True) -> None:
         # A session of its own: Ctrl-C reaches only us, and we stop each group in order.
         process = subprocess.Popen(
             argv, env=self.env, cwd=BASE_DIR, start_new_session=True, preexec_fn=_die_with_parent
         )
-        self.children.append(Child(name, argv, process))
+        self.children.append(Child(name, argv, process, essential=essential))
 
     def stop_all(self, timeout: float = 15.0) -> None:
         for child in reversed(self.children):
@@ -238,11 +240,27 @@ class Supervisor:
         """Block until a signal or until a child exits on its own; return the exit status."""
         while not self.stopping:
             for child in self.children:
-                if child.process and child.process.poll() is not None:
-                    say(f"[gatehouse] {child.name} exited with {child.process.returncode}; stopping")
-                    return 1
+                if child.process and child.process.poll() is not None and not child.reported:
+                    if child.essential:
+                        say(f"[gatehouse] {child.name} exited with {child.process.returncode}; stopping")
+                        return 1
+                    say(f"[gatehouse] {child.name} exited with {child.process.returncode}; the rest keeps running")
+                    child.reported = True
             time.sleep(0.5)
         return 0
+
+
+def wait_until_serving(url: str, give_up: Callable[[], bool], timeout: float = 60.0) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not give_up():
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own local server
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
 
 
 def run_checked(argv: list[str], env: dict[str, str]) -> None:
@@ -303,6 +321,17 @@ def command_run(args: argparse.Namespace) -> int:
                 [python, "-m", "celery", "-A", "project", "beat", "--loglevel", "INFO",
                  "--schedule", str(DATA_DIR / "celerybeat-schedule")],
             )  # fmt: skip
+            simulate = env.get("SIMULATE", "1").lower() not in ("0", "false", "no", "off")
+            if simulate and wait_until_serving(f"http://127.0.0.1:{port}/healthz", lambda: supervisor.stopping):
+                # The demo's gateway: a week of history on the first run (the marker remembers), then live.
+                supervisor.spawn(
+                    "simulator",
+                    [python, "manage.py", "simulate_relays", "--url", f"http://127.0.0.1:{port}",
+                     "--backfill-days", env.get("SIMULATE_BACKFILL_DAYS", "7"),
+                     "--live-rate", env.get("SIMULATE_LIVE_RATE", "5"),
+                     "--once-marker", str(DATA_DIR / "simulator-backfilled")],
+                    essential=False,
+                )  # fmt: skip
             database = (
                 f"embedded PostgreSQL in {DATA_DIR / 'postgres'}" if "DATABASE_URL" in started else "DATABASE_URL"
             )
@@ -313,13 +342,14 @@ def command_run(args: argparse.Namespace) -> int:
                 f"  Demo login:       {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
                 f"  Database:         {database}\n"
                 f"  Redis:            {broker}\n"
+                f"  Traffic:          {'simulated gateway (SIMULATE=0 turns it off)' if simulate else 'none'}\n"
                 "  Stop everything with Ctrl-C.\n"
             )
             status = supervisor.wait()
     except KeyboardInterrupt:
         status = 130
     finally:
-        say("[gatehouse] stopping web, worker and beat ...")
+        say("[gatehouse] stopping web, worker, beat and the simulator ...")
         supervisor.stop_all()
         STACK_FILE.unlink(missing_ok=True)
         servers.stop()

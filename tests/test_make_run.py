@@ -1,10 +1,12 @@
 """`make run`'s supervisor end to end: embedded stack, migrate, seed, web + worker + beat, Ctrl-C."""
 
 import http.cookiejar
+import json
 import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 
@@ -27,7 +29,10 @@ def _sign_in(base: str) -> str:
 @pytest.mark.slow
 def test_make_run_serves_the_demo_and_ctrl_c_leaves_no_process(tmp_path):
     port = free_port()
-    env = subprocess_env(GATEHOUSE_DATA_DIR=str(tmp_path / "data"), PORT=str(port))
+    # The simulator runs too, live only (a week of backfill would make this test minutes long).
+    env = subprocess_env(
+        GATEHOUSE_DATA_DIR=str(tmp_path / "data"), PORT=str(port), SIMULATE_BACKFILL_DAYS="0", SIMULATE_LIVE_RATE="50"
+    )
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SITE_URL", "EMAIL_URL", "ALLOWED_HOSTS"):
         env.pop(name, None)
     supervisor = subprocess.Popen(
@@ -55,6 +60,16 @@ def test_make_run_serves_the_demo_and_ctrl_c_leaves_no_process(tmp_path):
         )  # fmt: skip
         assert DEMO_EMAIL in manage.stdout, manage.stderr
         pg_pid = int((tmp_path / "data" / "postgres" / "postmaster.pid").read_text().split()[0])
+        # The simulated gateway's relays arrive through the real API and get aggregated.
+        deadline = time.monotonic() + 60
+        while True:
+            ingestion = json.loads(urllib.request.urlopen(f"{base}/readyz", timeout=10).read())["ingestion"]  # noqa: S310
+            if ingestion["records_per_second_1m"] > 0 and ingestion["pending_batches"] == 0:
+                break
+            assert time.monotonic() < deadline, f"no simulated traffic arrived: {ingestion}"
+            time.sleep(1)
+        started = psutil.Process(supervisor.pid).children(recursive=True)
+        assert "simulate_relays" in " ".join(" ".join(p.cmdline()) for p in started)
         assert psutil.pid_exists(pg_pid)
     finally:
         supervisor.send_signal(signal.SIGINT)

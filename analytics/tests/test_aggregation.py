@@ -235,3 +235,15 @@ def test_metrics_need_the_token_or_a_staff_session(client, settings, usage):
     response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+
+
+def test_raising_the_retention_never_collides_with_rows_in_the_default_partition(settings):
+    oldest = min(partitions.existing_days("analytics_relay"))
+    with connection.cursor() as cursor:  # a late relay from before the oldest daily partition
+        cursor.execute(
+            "INSERT INTO analytics_relay VALUES (%s, 1, 1, 1, 1, 'late', 's', 'm', 'r', 200, 0, 1, 1, 1, 1, 0, 0)",
+            [datetime.combine(oldest - timedelta(days=2), datetime.min.time(), tzinfo=UTC)],
+        )
+    settings.RAW_RETENTION_DAYS = 30
+    partitions.ensure_partitions("analytics_relay")  # must not try to create the older days
+    assert min(partitions.existing_days("analytics_relay")) == oldest
