@@ -1,12 +1,19 @@
 """Aggregation: committed batches → minute, hour and day rollups and latency histograms, exactly once.
 
-One run claims pending batches (FOR UPDATE SKIP LOCKED), adds their records into every rollup
-with one INSERT … SELECT … ON CONFLICT DO UPDATE statement (a single scan of the raw rows), marks
-the batches aggregated and updates keys' last-used time — all in one transaction. So a run that
+One run claims pending batches (FOR UPDATE SKIP LOCKED), adds their records into the minute
+rollups and histograms with one INSERT … SELECT … ON CONFLICT DO UPDATE statement (a single scan of
+the raw rows), marks the hours it touched dirty, marks the batches aggregated and updates keys'
+last-used time — all in one transaction. Hours and days are then recomputed from the minutes by
+compaction (replace, not add: a pure function of committed minute rows, so it may run any number
+of times); per-batch upserts into three grains cost twice as much (bench/ingest.py). So a run that
 crashes half-way changes nothing, a run repeated or redelivered finds nothing left to add, and a
 batch is never skipped: runs pick batches by their flag, not by a watermark, so a batch that
-commits late is simply picked up by the next run. Runs are serialised by an advisory lock (the
-upserts of two runs would otherwise risk deadlocks); scaling out means sharding batches by team.
+commits late is simply picked up by the next run.
+
+Several runs may work at once (one per worker process): SKIP LOCKED gives each its own batches,
+and every upsert takes its row locks in the same order (tables in a fixed order, rows sorted by
+key), so concurrent runs wait for each other rather than deadlock. Should PostgreSQL still detect
+a deadlock, the loser's transaction rolls back whole and its batches are retried.
 """
 
 from __future__ import annotations
@@ -16,14 +23,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
+from psycopg.errors import DeadlockDetected
 
 from analytics.histogram import SQL_BUCKET
 from analytics.partitions import ensure_all_partitions_today
 from endpoints.services import api_keys_mark_used
 
-AGGREGATION_LOCK = 0x67617465_61676772  # "gateaggr"
-DEFAULT_MAX_BATCHES = 40  # ≤ 200k records per transaction at 5,000 per batch
+# A run's cost follows the distinct groups (minute × team × endpoint × key × service × method × region) it
+# touches, not its records: when aggregation falls behind, bigger runs share each upsert among more records
+# and catch up. These bound one transaction.
+DEFAULT_MAX_BATCHES = 400
+DEFAULT_MAX_RECORDS = 1_000_000
 DIMS = "team_id, endpoint_id, key_id, service, method, region"
 CONFLICT = f"bucket, {DIMS}"
 COUNTERS = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "status_2xx", "status_3xx",
@@ -57,14 +68,16 @@ def _latency_upsert(table: str, grain: str, where: str = "") -> str:
     RETURNING 1"""
 
 
-_MINUTE_FLOOR = "WHERE bucket >= %(minute_floor)s"
+_RECENT = "WHERE bucket >= %(minute_floor)s"
+_LATE = "WHERE bucket < %(minute_floor)s"
 
+# Per run: minute rollups and histograms, plus the hours and days they touched marked dirty (compaction
+# recomputes those from the minutes). Relays older than the minute tables' window go straight into the
+# hour tables, additively (exactly once like the minutes: same transaction as the batch flag).
 AGGREGATE_SQL = f"""
-WITH raw AS MATERIALIZED (
-    SELECT * FROM analytics_relay WHERE batch_id = ANY(%(batches)s)
-),
-m AS MATERIALIZED (
-    SELECT date_trunc('minute', ts) AS bucket, {DIMS},
+WITH g AS MATERIALIZED (
+    -- One pass over the batches' relays, at the finest grain needed: minute × dimensions × latency bucket.
+    SELECT date_trunc('minute', ts) AS bucket, {DIMS}, {SQL_BUCKET} AS le,
         count(*) AS requests,
         count(*) FILTER (WHERE error_class = 0) AS successes,
         count(*) FILTER (WHERE error_class = 1) AS errors_user,
@@ -82,25 +95,124 @@ m AS MATERIALIZED (
         sum(input_tokens::int8) AS input_tokens,
         sum(output_tokens::int8) AS output_tokens,
         max(ts) AS last_ts
-    FROM raw
-    GROUP BY 1, {DIMS}
-),
-h AS MATERIALIZED (
-    SELECT date_trunc('minute', ts) AS bucket, {DIMS}, {SQL_BUCKET} AS le, count(*) AS count
-    FROM raw
+    FROM analytics_relay
+    WHERE batch_id = ANY(%(batches)s)
     GROUP BY 1, {DIMS}, le
 ),
-r_minute AS ({_rollup_upsert("analytics_rollup_minute", "minute", _MINUTE_FLOOR)}),
-r_hour AS ({_rollup_upsert("analytics_rollup_hour", "hour")}),
-r_day AS ({_rollup_upsert("analytics_rollup_day", "day")}),
-l_minute AS ({_latency_upsert("analytics_latency_minute", "minute", _MINUTE_FLOOR)}),
-l_hour AS ({_latency_upsert("analytics_latency_hour", "hour")}),
-l_day AS ({_latency_upsert("analytics_latency_day", "day")})
+m AS MATERIALIZED (
+    SELECT bucket, {DIMS}, {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)},
+        max(latency_max_ms) AS latency_max_ms, max(last_ts) AS last_ts
+    FROM g
+    GROUP BY bucket, {DIMS}
+),
+h AS (SELECT bucket, {DIMS}, le, requests AS count FROM g),
+r_minute AS ({_rollup_upsert("analytics_rollup_minute", "minute", _RECENT)}),
+l_minute AS ({_latency_upsert("analytics_latency_minute", "minute", _RECENT)}),
+r_late AS ({_rollup_upsert("analytics_rollup_hour", "hour", _LATE)}),
+l_late AS ({_latency_upsert("analytics_latency_hour", "hour", _LATE)}),
+dirty_hours AS (
+    INSERT INTO analytics_dirty_hour (bucket)
+    SELECT DISTINCT date_trunc('hour', bucket) FROM m {_RECENT} ORDER BY 1
+    ON CONFLICT DO NOTHING RETURNING 1
+),
+dirty_days AS (
+    INSERT INTO analytics_dirty_day (bucket)
+    SELECT DISTINCT date_trunc('day', bucket) FROM m {_LATE} ORDER BY 1
+    ON CONFLICT DO NOTHING RETURNING 1
+)
 SELECT key_id, max(last_ts),
-    (SELECT count(*) FROM r_minute) + (SELECT count(*) FROM r_hour) + (SELECT count(*) FROM r_day)
-      + (SELECT count(*) FROM l_minute) + (SELECT count(*) FROM l_hour) + (SELECT count(*) FROM l_day)
+    (SELECT count(*) FROM r_minute) + (SELECT count(*) FROM l_minute)
+      + (SELECT count(*) FROM r_late) + (SELECT count(*) FROM l_late)
+      + (SELECT count(*) FROM dirty_hours) + (SELECT count(*) FROM dirty_days)
 FROM m GROUP BY key_id
 """
+
+
+def _recompute(table_from: str, table_to: str, grain: str, latency: bool) -> str:
+    """Replace the rows of the claimed buckets in table_to with the sums of table_from's rows inside them."""
+    if latency:
+        columns, select = "le, count", "le, sum(count)"
+        group = f"{DIMS}, le"
+    else:
+        columns = ", ".join(COUNTERS) + ", latency_max_ms"
+        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
+        group = DIMS
+    return f"""
+    DELETE FROM {table_to} WHERE bucket = ANY(%(buckets)s);
+    INSERT INTO {table_to} (bucket, {DIMS}, {columns})
+    SELECT date_trunc('{grain}', bucket), {DIMS}, {select}
+    FROM {table_from}
+    WHERE bucket >= %(low)s AND bucket < %(high)s AND date_trunc('{grain}', bucket) = ANY(%(buckets)s)
+    GROUP BY 1, {group}
+    """
+
+
+COMPACT_HOURS = [
+    _recompute("analytics_rollup_minute", "analytics_rollup_hour", "hour", latency=False),
+    _recompute("analytics_latency_minute", "analytics_latency_hour", "hour", latency=True),
+]
+COMPACT_DAYS = [
+    _recompute("analytics_rollup_hour", "analytics_rollup_day", "day", latency=False),
+    _recompute("analytics_latency_hour", "analytics_latency_day", "day", latency=True),
+]
+
+
+def minute_floor(now: datetime | None = None) -> datetime:
+    """The oldest instant the minute tables hold (start of the oldest kept day)."""
+    now = now or datetime.now(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=settings.MINUTE_ROLLUP_RETENTION_DAYS - 1
+    )
+
+
+@dataclass
+class CompactResult:
+    hours: int = 0
+    days: int = 0
+
+
+def compact_rollups(*, max_buckets: int = 48, before: datetime | None = None) -> CompactResult:
+    """Recompute dirty hours from their minutes, then dirty days from their hours (replace, not add).
+
+    A function of committed minute rows, so running it twice, or crashing half-way, is harmless. An
+    aggregation run that adds to an hour while it is recomputed marks the hour dirty again (its insert
+    waits for our claim to commit), so the next compaction includes it. `before` limits it to buckets
+    before an instant (partition maintenance compacts a day before dropping its minutes).
+    """
+    result = CompactResult()
+    for table, statements, grain, step in (
+        ("analytics_dirty_hour", COMPACT_HOURS, "hour", timedelta(hours=1)),
+        ("analytics_dirty_day", COMPACT_DAYS, "day", timedelta(days=1)),
+    ):
+        while True:
+            with transaction.atomic(), connection.cursor() as cursor:
+                limit = "AND bucket < %(before)s" if before else ""
+                cursor.execute(
+                    f"""
+                    DELETE FROM {table} WHERE bucket IN (
+                        SELECT bucket FROM {table} WHERE true {limit}
+                        ORDER BY bucket LIMIT %(n)s FOR UPDATE SKIP LOCKED
+                    ) RETURNING bucket
+                    """,
+                    {"n": max_buckets, "before": before},
+                )
+                buckets = sorted(row[0] for row in cursor.fetchall())
+                if not buckets:
+                    break
+                params = {"buckets": buckets, "low": buckets[0], "high": buckets[-1] + step}
+                for statement in statements:
+                    cursor.execute(statement, params)
+                if grain == "hour":
+                    days = sorted({b.replace(hour=0) for b in buckets})
+                    cursor.execute(
+                        "INSERT INTO analytics_dirty_day (bucket) SELECT unnest(%s::timestamptz[]) "
+                        "ON CONFLICT DO NOTHING",
+                        [days],
+                    )
+                    result.hours += len(buckets)
+                else:
+                    result.days += len(buckets)
+    return result
 
 
 @dataclass
@@ -109,35 +221,46 @@ class RunResult:
     records: int = 0
     upserted_rows: int = 0
     seconds: float = 0.0
-    skipped_locked: bool = False
+    deadlocks: int = 0
 
 
-def aggregate_once(*, max_batches: int = DEFAULT_MAX_BATCHES) -> RunResult:
-    """Aggregate up to max_batches pending batches in one transaction. Safe to run any number of times."""
+def _candidates(cursor: object, max_batches: int, max_records: int) -> list[int]:
+    """The oldest pending batches that fit the run's budget (at least one)."""
+    cursor.execute(  # type: ignore[attr-defined]
+        "SELECT id, record_count FROM analytics_ingestbatch WHERE aggregated_at IS NULL ORDER BY id LIMIT %s",
+        [max_batches],
+    )
+    chosen, records = [], 0
+    for batch_id, count in cursor.fetchall():  # type: ignore[attr-defined]
+        if chosen and records + count > max_records:
+            break
+        chosen.append(batch_id)
+        records += count
+    return chosen
+
+
+def aggregate_once(*, max_batches: int = DEFAULT_MAX_BATCHES, max_records: int = DEFAULT_MAX_RECORDS) -> RunResult:
+    """Aggregate pending batches (within the budget) in one transaction. Safe to run any number of times."""
     started = time.perf_counter()
     result = RunResult()
     ensure_all_partitions_today()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [AGGREGATION_LOCK])
-            if not cursor.fetchone()[0]:
-                result.skipped_locked = True  # another run is at work; it (or the next one) takes these batches
+            candidates = _candidates(cursor, max_batches, max_records)
+            if not candidates:
                 return result
-            cursor.execute(
+            cursor.execute(  # another run may have claimed some meanwhile: skip those
                 """
                 SELECT id, record_count FROM analytics_ingestbatch
-                WHERE aggregated_at IS NULL ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+                WHERE id = ANY(%s) AND aggregated_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED
                 """,
-                [max_batches],
+                [candidates],
             )
             claimed = cursor.fetchall()
             if not claimed:
                 return result
             batch_ids = [row[0] for row in claimed]
-            minute_floor = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-                days=settings.MINUTE_ROLLUP_RETENTION_DAYS - 1
-            )
-            cursor.execute(AGGREGATE_SQL, {"batches": batch_ids, "minute_floor": minute_floor})
+            cursor.execute(AGGREGATE_SQL, {"batches": batch_ids, "minute_floor": minute_floor()})
             last_used = cursor.fetchall()
             cursor.execute("UPDATE analytics_ingestbatch SET aggregated_at = now() WHERE id = ANY(%s)", [batch_ids])
         api_keys_mark_used(last_used={key_pk: last for key_pk, last, _n in last_used})
@@ -148,15 +271,21 @@ def aggregate_once(*, max_batches: int = DEFAULT_MAX_BATCHES) -> RunResult:
     return result
 
 
-def aggregate_pending(*, time_budget_seconds: float = 20.0, max_batches: int = DEFAULT_MAX_BATCHES) -> RunResult:
-    """Run aggregate_once until nothing is pending or the time budget is spent."""
+def aggregate_pending(
+    *, time_budget_seconds: float = 20.0, max_batches: int = DEFAULT_MAX_BATCHES, max_records: int = DEFAULT_MAX_RECORDS
+) -> RunResult:
+    """Run aggregate_once until nothing is pending (for this run to claim) or the time budget is spent."""
     total = RunResult()
     deadline = time.monotonic() + time_budget_seconds
     while time.monotonic() < deadline:
-        run = aggregate_once(max_batches=max_batches)
-        if run.skipped_locked:
-            total.skipped_locked = True
-            break
+        try:
+            run = aggregate_once(max_batches=max_batches, max_records=max_records)
+        except OperationalError as error:
+            if not isinstance(error.__cause__, DeadlockDetected):
+                raise
+            total.deadlocks += 1  # rolled back whole: its batches are still pending, try again
+            time.sleep(0.05)
+            continue
         if run.batches == 0:
             break
         total.batches += run.batches

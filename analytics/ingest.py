@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 from django.core.cache import cache
@@ -53,6 +53,7 @@ class UsageRecord(msgspec.Struct):
 
 
 _decoder = msgspec.json.Decoder(UsageRecord)
+_list_decoder = msgspec.json.Decoder(list[UsageRecord])
 
 COPY_COLUMNS = (
     "ts, batch_id, team_id, endpoint_id, key_id, relay_id, service, method, region, status, error_class, "
@@ -124,8 +125,9 @@ def _too_large() -> IngestError:
 # --- decoding and validating ----------------------------------------------------------------
 
 
-@dataclass
-class _Row:
+class _Row(NamedTuple):
+    """A decoded record with its line number and its timestamp as a datetime (a tuple: cheap at 50k/s)."""
+
     line: int
     record: UsageRecord
     ts: datetime
@@ -141,35 +143,67 @@ def _services() -> set[str]:
 
 def decode(body: bytes, *, now: datetime) -> tuple[list[_Row], list[dict[str, object]]]:
     """Decode every line; return the rows and the per-line errors (first MAX_REPORTED_ERRORS)."""
-    rows: list[_Row] = []
-    errors: list[dict[str, object]] = []
-    earliest, latest = now - MAX_AGE, now + MAX_FUTURE
-    seen_ids: set[str] = set()
     lines = body.split(b"\n")
-    if sum(1 for line in lines if line.strip()) > MAX_RECORDS:
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if len(numbered) > MAX_RECORDS:
         raise _too_large()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    records = _decode_all_at_once(numbered)
+    if records is None:  # something is wrong somewhere: decode line by line to say where
+        return _decode_line_by_line(numbered, now=now)
+    return _check(zip((number for number, _ in numbered), records, strict=True), now=now)
+
+
+def _decode_all_at_once(numbered: list[tuple[int, bytes]]) -> list[UsageRecord] | None:
+    """The fast path for a valid batch: one decoder call for the whole body, as a JSON array."""
+    if not numbered:
+        return []
+    try:
+        records = _list_decoder.decode(b"[" + b",".join(line for _n, line in numbered) + b"]")
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    # A line holding two objects ('{..},{..}') would pass as two records: only one per line is NDJSON.
+    return records if len(records) == len(numbered) else None
+
+
+def _decode_line_by_line(
+    numbered: list[tuple[int, bytes]], *, now: datetime
+) -> tuple[list[_Row], list[dict[str, object]]]:
+    decoded: list[tuple[int, UsageRecord]] = []
+    errors: list[dict[str, object]] = []
+    for number, line in numbered:
         try:
-            record = _decoder.decode(line)
+            decoded.append((number, _decoder.decode(line)))
         except msgspec.ValidationError as error:
             errors.append({"line": number, "reason": str(error)})
         except msgspec.DecodeError as error:
             errors.append({"line": number, "reason": f"not a JSON object: {error}"})
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            return [], errors
+    rows, more = _check(decoded, now=now)
+    merged = sorted(errors + more, key=lambda error: error["line"])  # type: ignore[arg-type, return-value]
+    return rows, merged[:MAX_REPORTED_ERRORS]
+
+
+def _check(decoded: Iterable[tuple[int, UsageRecord]], *, now: datetime) -> tuple[list[_Row], list[dict[str, object]]]:
+    """Checks a record type cannot express: time window and unique ids in the batch."""
+    rows: list[_Row] = []
+    errors: list[dict[str, object]] = []
+    earliest, latest = now - MAX_AGE, now + MAX_FUTURE
+    seen_ids: set[str] = set()
+    for number, record in decoded:
+        ts = record.ts if isinstance(record.ts, datetime) else _from_epoch_ms(record.ts)
+        if ts is None:
+            errors.append({"line": number, "reason": "ts: epoch milliseconds out of range"})
+        elif ts > latest:
+            errors.append({"line": number, "reason": "ts is more than 5 minutes in the future"})
+        elif ts < earliest:
+            errors.append({"line": number, "reason": "ts is older than 35 days"})
+        elif record.id in seen_ids:
+            errors.append({"line": number, "reason": f"id {record.id!r} appears twice in this batch"})
         else:
-            ts = record.ts if isinstance(record.ts, datetime) else _from_epoch_ms(record.ts)
-            if ts is None:
-                errors.append({"line": number, "reason": "ts: epoch milliseconds out of range"})
-            elif ts > latest:
-                errors.append({"line": number, "reason": "ts is more than 5 minutes in the future"})
-            elif ts < earliest:
-                errors.append({"line": number, "reason": "ts is older than 35 days"})
-            elif record.id in seen_ids:
-                errors.append({"line": number, "reason": f"id {record.id!r} appears twice in this batch"})
-            else:
-                seen_ids.add(record.id)
-                rows.append(_Row(number, record, ts))
+            seen_ids.add(record.id)
+            rows.append(_Row(number, record, ts))
+            continue
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
     return rows, errors

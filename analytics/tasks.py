@@ -28,9 +28,18 @@ def aggregate_pending() -> dict[str, float]:
 
 
 @shared_task(ignore_result=True)
+def compact_rollups() -> dict[str, int]:
+    """Recompute dirty hours and days from the minute rollups (every 15 s by beat)."""
+    result = aggregation.compact_rollups()
+    return {"hours": result.hours, "days": result.days}
+
+
+@shared_task(ignore_result=True)
 def maintain_partitions() -> dict[str, list[str]]:
     """Create the coming days' partitions; drop those past retention; trim hour rollups past theirs."""
     created = [name for table in partitions.DAILY_TABLES for name in partitions.ensure_partitions(table)]
+    # Minutes about to be dropped must be in their hours first.
+    aggregation.compact_rollups(before=aggregation.minute_floor())
     dropped = partitions.drop_expired_partitions()
     cutoff = timezone.now() - timezone.timedelta(days=settings.HOUR_ROLLUP_RETENTION_DAYS)
     with connection.cursor() as cursor:

@@ -1,14 +1,16 @@
 import math
 import random
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, connections
 
 from analytics import aggregation, histogram, partitions, selectors
 from analytics.models import IngestBatch, RollupDay, RollupHour, RollupMinute
 from analytics.selectors import usage_totals
 from analytics.tasks import aggregate_pending as aggregate_task
+from analytics.tasks import compact_rollups as compact_task
 from analytics.tasks import maintain_partitions
 
 pytestmark = pytest.mark.django_db
@@ -18,6 +20,13 @@ def totals(model, **filters):
     from django.db.models import Sum
 
     return model.objects.filter(**filters).aggregate(requests=Sum("requests"), units=Sum("units"))
+
+
+def aggregate():
+    """An aggregation run, then compaction of the hours and days it touched (as beat does)."""
+    run = aggregation.aggregate_once()
+    aggregation.compact_rollups()
+    return run
 
 
 def window(usage, days=2):
@@ -35,7 +44,7 @@ def test_rollups_hold_exactly_what_was_ingested(usage, team_a):
                      units=900, input_tokens=600, output_tokens=300, region="us-east-1"),
     ]  # fmt: skip
     assert usage.post(records).status_code == 202
-    run = aggregation.aggregate_once()
+    run = aggregate()
     assert (run.batches, run.records) == (1, 6)
     for model in (RollupMinute, RollupHour, RollupDay):
         assert totals(model, team_id=team_a.pk) == {"requests": 6, "units": 962}, model
@@ -58,9 +67,10 @@ def test_a_duplicate_batch_and_a_second_run_count_nothing_twice(usage, team_a):
     records = [usage.record(n) for n in range(40)]
     usage.post(records, key="dup")
     usage.post(records, key="dup")
-    aggregation.aggregate_once()
-    second = aggregation.aggregate_once()
+    aggregate()
+    second = aggregate()
     aggregate_task()  # the Celery task's code, run again
+    compact_task()
     assert second.batches == 0
     assert totals(RollupMinute, team_id=team_a.pk)["requests"] == 40
     assert totals(RollupDay, team_id=team_a.pk)["requests"] == 40
@@ -85,29 +95,56 @@ def test_a_failure_after_the_upsert_but_before_commit_leaves_no_trace(usage, tea
     finally:
         with connection.cursor() as cursor:
             cursor.execute("DROP TRIGGER fail_mark ON analytics_ingestbatch; DROP FUNCTION fail_mark();")
-    aggregation.aggregate_once()
+    aggregate()
     assert totals(RollupMinute, team_id=team_a.pk)["requests"] == 30
     assert totals(RollupHour, team_id=team_a.pk)["requests"] == 30
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_that_commits_while_a_run_is_at_work_is_taken_by_the_next_run(usage, team_a):
+def test_a_batch_held_by_another_run_is_left_to_it_and_nothing_is_skipped(usage, team_a):
     usage.post([usage.record(n) for n in range(5)])
-    with transaction.atomic():  # a run holds the aggregation lock…
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [aggregation.AGGREGATION_LOCK])
-        from django.db import connections
-
-        other = connections.create_connection("default")
-        try:  # …so a concurrent run steps aside instead of double-counting
-            with other.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [aggregation.AGGREGATION_LOCK])
-                assert cursor.fetchone()[0] is False
-        finally:
-            other.close()
+    held = IngestBatch.objects.get()
     usage.post([usage.record(n) for n in range(7)])
-    assert aggregation.aggregate_pending().records == 12
+    other = connections.create_connection("default")  # another run, in the middle of claiming `held`
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            cursor.execute("SELECT id FROM analytics_ingestbatch WHERE id = %s FOR UPDATE", [held.pk])
+        first = aggregation.aggregate_once()
+        assert (first.batches, first.records) == (1, 7)  # it skipped the held batch instead of waiting or doubling
+        other.rollback()  # the other run died; its batch is pending again
+    finally:
+        other.close()
+    assert aggregation.aggregate_once().records == 5
     assert totals(RollupMinute, team_id=team_a.pk)["requests"] == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_count_every_record_once(usage, team_a):
+    for _ in range(12):
+        usage.post(
+            [usage.record(n, method=random.choice(["eth_call", "eth_getBalance", "eth_getLogs"])) for n in range(200)]
+        )
+    errors = []
+
+    def run():
+        try:
+            aggregation.aggregate_pending(max_batches=2)
+        except Exception as error:  # surfaced below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert not IngestBatch.objects.filter(aggregated_at__isnull=True).exists()
+    aggregation.compact_rollups()
+    for model in (RollupMinute, RollupHour, RollupDay):
+        assert totals(model, team_id=team_a.pk)["requests"] == 2400
 
 
 def test_late_records_land_in_their_own_buckets(usage, team_a):
@@ -115,7 +152,7 @@ def test_late_records_land_in_their_own_buckets(usage, team_a):
     twenty_days = (usage.now - timedelta(days=20)).replace(minute=3, second=0)
     records = [usage.record(1, ts=three_days.isoformat()), usage.record(2, ts=twenty_days.isoformat())]
     assert usage.post(records).status_code == 202
-    aggregation.aggregate_once()
+    aggregate()
     minute = set(RollupMinute.objects.filter(team_id=team_a.pk).values_list("bucket", flat=True))
     hours = set(RollupHour.objects.filter(team_id=team_a.pk).values_list("bucket", flat=True))
     days = set(RollupDay.objects.filter(team_id=team_a.pk).values_list("bucket", flat=True))
@@ -149,7 +186,7 @@ def test_percentiles_are_within_5_percent_of_the_exact_values(usage, team_a, nam
     rng = random.Random(42)
     values = [max(0.11, round(DISTRIBUTIONS[name](rng), 3)) for _ in range(3000)]
     usage.post([usage.record(n, latency_ms=v) for n, v in enumerate(values)])
-    aggregation.aggregate_once()
+    aggregate()
     t = usage_totals(team=team_a, quantiles=(0.5, 0.9, 0.99), **window(usage))
     for q in (0.5, 0.9, 0.99):
         exact = exact_percentile(values, q)

@@ -221,3 +221,11 @@ def test_a_gateway_credential_sees_nothing_of_teams(usage, team_a):
             assert response.status_code in (302, 401), f"{route} {method}: {response.status_code}"
     response = usage.post([usage.record()])
     assert set(response.json()) == {"batch_id", "records", "status", "replayed"}  # nothing about the team
+
+
+def test_two_objects_on_one_line_are_not_ndjson(usage):
+    two = json.dumps(usage.record(1)) + "," + json.dumps(usage.record(2))
+    response = usage.post(two.encode() + b"\n" + json.dumps(usage.record(3)).encode())
+    assert response.status_code == 422
+    assert [e["line"] for e in response.json()["errors"]] == [1]
+    assert raw_count() == 0

@@ -328,7 +328,7 @@ def simulated_key(team_a, owner_a):  # type: ignore[no-untyped-def]
 def test_simulator_feeds_the_usage_api_and_the_rollups(live_server, team_a, simulated_key, tmp_path) -> None:
     from django.db.models import Sum
 
-    from analytics.aggregation import aggregate_pending
+    from analytics.aggregation import aggregate_pending, compact_rollups
     from analytics.models import IngestBatch
     from analytics.selectors import usage_totals
     from endpoints.models import GatewayCredential
@@ -344,6 +344,7 @@ def test_simulator_feeds_the_usage_api_and_the_rollups(live_server, team_a, simu
     assert IngestBatch.objects.count() == batches >= sent // 1000
     assert marker.exists()
     assert aggregate_pending().records == sent
+    compact_rollups()
     now = datetime.now(UTC)
     totals = usage_totals(team=team_a, start=now - timedelta(days=2), end=now + timedelta(hours=1), grain="hour")
     assert totals.requests == sent
