@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import OperationalError, connection, transaction
 from psycopg.errors import DeadlockDetected
 
@@ -171,22 +172,36 @@ class CompactResult:
     days: int = 0
 
 
-def compact_rollups(*, max_buckets: int = 48, before: datetime | None = None) -> CompactResult:
+# The open hour and day change with every run; recomputing them is throttled (closed ones go at once).
+OPEN_BUCKET_EVERY = timedelta(seconds=60)
+
+
+def compact_rollups(
+    *, max_buckets: int = 48, before: datetime | None = None, include_open: bool = True
+) -> CompactResult:
     """Recompute dirty hours from their minutes, then dirty days from their hours (replace, not add).
 
     A function of committed minute rows, so running it twice, or crashing half-way, is harmless. An
     aggregation run that adds to an hour while it is recomputed marks the hour dirty again (its insert
     waits for our claim to commit), so the next compaction includes it. `before` limits it to buckets
-    before an instant (partition maintenance compacts a day before dropping its minutes).
+    before an instant (partition maintenance compacts a day before dropping its minutes). With
+    include_open=False the current hour and day are recomputed at most every OPEN_BUCKET_EVERY.
     """
     result = CompactResult()
+    now = datetime.now(UTC)
     for table, statements, grain, step in (
         ("analytics_dirty_hour", COMPACT_HOURS, "hour", timedelta(hours=1)),
         ("analytics_dirty_day", COMPACT_DAYS, "day", timedelta(days=1)),
     ):
+        open_bucket = now.replace(minute=0, second=0, microsecond=0)
+        if grain == "day":
+            open_bucket = open_bucket.replace(hour=0)
+        upper = before
+        if not include_open and not cache.add(f"compact:open-{grain}", 1, timeout=OPEN_BUCKET_EVERY.total_seconds()):
+            upper = min(upper, open_bucket) if upper else open_bucket
         while True:
             with transaction.atomic(), connection.cursor() as cursor:
-                limit = "AND bucket < %(before)s" if before else ""
+                limit = "AND bucket < %(before)s" if upper else ""
                 cursor.execute(
                     f"""
                     DELETE FROM {table} WHERE bucket IN (
@@ -194,7 +209,7 @@ def compact_rollups(*, max_buckets: int = 48, before: datetime | None = None) ->
                         ORDER BY bucket LIMIT %(n)s FOR UPDATE SKIP LOCKED
                     ) RETURNING bucket
                     """,
-                    {"n": max_buckets, "before": before},
+                    {"n": max_buckets, "before": upper},
                 )
                 buckets = sorted(row[0] for row in cursor.fetchall())
                 if not buckets:

@@ -30,7 +30,7 @@ def aggregate_pending() -> dict[str, float]:
 @shared_task(ignore_result=True)
 def compact_rollups() -> dict[str, int]:
     """Recompute dirty hours and days from the minute rollups (every 15 s by beat)."""
-    result = aggregation.compact_rollups()
+    result = aggregation.compact_rollups(include_open=False)
     return {"hours": result.hours, "days": result.days}
 
 

@@ -967,7 +967,7 @@ def run(args: argparse.Namespace, stores: Stores) -> int:
     print(f"end to end       {rate:,.0f} records/s (sent → every record in the minute rollups)")
     print(
         f"hours and days   recomputed from the minutes {m.compacted - m.end:.1f} s later "
-        f"({sent.records / (m.compacted - sent.first_send):,.0f} records/s sent → every grain)"
+        "(closed ones at once, the open hour and day at most every 60 s)"
     )
     print(
         f"acknowledged     {sent.records / max(sent.last_ack - sent.first_send, 1e-9):,.0f} records/s "
