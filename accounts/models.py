@@ -40,6 +40,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False, help_text="Operator staff: may use the admin and operator pages.")
     date_joined = models.DateTimeField(default=timezone.now)
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="Display time zone for charts and tables.")
 
     objects = UserManager()
 

@@ -85,6 +85,8 @@ NON_TEAM_VIEWS: dict[str, str] = {
     "accounts.views.invitation_": "invitation links: the token is the credential",
     "accounts.views.team_create": "any signed-in user may create a team",
     "accounts.views.security_log": "a user's own sign-in history",
+    "accounts.views.time_zone_save": "a user's own display time zone",
+    "analytics.views.operator_": "operator view: staff only (checked in the view)",
     "accounts.api.TeamListAPI": "lists only the caller's own teams",
     "endpoints.api.ServiceListAPI": "the public service catalog (any signed-in caller)",
     "endpoints.gateway_api.": "gateway API: gateway credentials only (IsGateway), no team",

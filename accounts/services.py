@@ -82,6 +82,16 @@ def user_create(*, email: str, password: str | None, name: str = "", email_verif
     return user
 
 
+def user_set_time_zone(*, user: User, time_zone: str) -> None:
+    """The zone the user's charts and tables are shown in."""
+    from zoneinfo import available_timezones
+
+    if time_zone != "UTC" and time_zone not in available_timezones():
+        raise ServiceError("invalid_time_zone", f"{time_zone!r} is not a time zone.", field="time_zone")
+    User.objects.filter(pk=user.pk).update(time_zone=time_zone)
+    user.time_zone = time_zone
+
+
 def user_email_verified(user: User) -> bool:
     return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
 

@@ -1,12 +1,13 @@
 from django.urls import path
 
 from accounts import views
+from analytics import views as analytics_views
 
 team = "t/<slug:team_slug>/"
 
 urlpatterns = [
     path("teams/new/", views.team_create, name="team_create"),
-    path(team, views.team_home, name="team_home"),
+    path(team, analytics_views.overview, name="team_home"),
     path(team + "settings/", views.team_settings, name="team_settings"),
     path(team + "settings/name", views.team_rename, name="team_rename"),
     path(team + "settings/security", views.team_security, name="team_security"),
@@ -26,4 +27,5 @@ urlpatterns = [
     path("invitations/<str:token>/", views.invitation_detail, name="invitation_detail"),
     path("invitations/<str:token>/accept", views.invitation_accept, name="invitation_accept"),
     path("account/security/", views.security_log, name="security_log"),
+    path("account/time-zone", views.time_zone_save, name="time_zone_save"),
 ]

@@ -57,16 +57,6 @@ def team_create(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/team_create.html", {"form": form})
 
 
-@team_view(GET="team.view")
-def team_home(request: HttpRequest) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
-    context = {
-        "email_verified": services.user_email_verified(request.user),  # type: ignore[arg-type]
-        "member_count": team.memberships.count(),
-    }
-    return render(request, "accounts/team_home.html", context)
-
-
 def _settings_context(request: HttpRequest, **forms: Any) -> dict[str, Any]:
     team = request.team  # type: ignore[attr-defined]
     membership = request.membership  # type: ignore[attr-defined]
@@ -404,6 +394,26 @@ def audit_log_csv(request: HttpRequest) -> StreamingHttpResponse:
 def security_log(request: HttpRequest) -> HttpResponse:
     events = selectors.security_events_for_user(user=request.user)  # type: ignore[arg-type]
     return render(request, "accounts/security_log.html", {"events": events, "has_mfa": user_has_mfa(request.user)})
+
+
+@login_required
+@require_POST
+def time_zone_save(request: HttpRequest) -> HttpResponse:
+    """Remember the display time zone chosen on a dashboard."""
+    try:
+        services.user_set_time_zone(user=request.user, time_zone=request.POST.get("tz", ""))  # type: ignore[arg-type]
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Times are now shown in {request.POST.get('tz')}.")
+    next_url = request.POST.get("next", "")
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        next_url = reverse("home")
+    return redirect(next_url)
 
 
 # --- management tokens ----------------------------------------------------------------------

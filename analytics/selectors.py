@@ -32,7 +32,8 @@ LATENCIES = {"minute": LatencyMinute, "hour": LatencyHour, "day": LatencyDay}
 COUNTERS = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "status_2xx", "status_3xx",
             "status_4xx", "status_5xx", "latency_sum_ms", "req_bytes", "resp_bytes", "units", "input_tokens",
             "output_tokens")  # fmt: skip
-DIMENSIONS = {"endpoint": "endpoint_id", "key": "key_id", "service": "service", "method": "method", "region": "region"}
+DIMENSIONS = {"endpoint": "endpoint_id", "key": "key_id", "service": "service", "method": "method", "region": "region",
+              "team": "team_id"}  # fmt: skip
 STATUS_CLASSES = {"2xx": "status_2xx", "3xx": "status_3xx", "4xx": "status_4xx", "5xx": "status_5xx"}
 
 
@@ -223,6 +224,17 @@ def latency_series(
     for t, le, n in rows.values_list("t", "le").annotate(n=Sum("count")).order_by("t"):
         per_bucket.setdefault(t, []).append((le, n))
     return [{"t": t, **histogram.percentiles(c, quantiles)} for t, c in per_bucket.items()]
+
+
+def requests_per_endpoint(*, team: Any, hours: int = 24) -> dict[int, list[int]]:
+    """Requests per hour over the last `hours` hours for each of the team's endpoints (one query), oldest first."""
+    end = timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    start = end - timedelta(hours=hours)
+    starts = [start + timedelta(hours=i) for i in range(hours)]
+    per_endpoint: dict[int, dict[datetime, int]] = {}
+    for row in usage_series(team=team, start=start, end=end, step="hour", group_by="endpoint"):
+        per_endpoint.setdefault(row["endpoint_id"], {})[row["t"]] = row["requests"]
+    return {endpoint: [buckets.get(s, 0) for s in starts] for endpoint, buckets in per_endpoint.items()}
 
 
 # --- ingestion health --------------------------------------------------------------------------

@@ -84,3 +84,36 @@ def key_effective_status(key: ApiKey, *, team_suspension: str | None) -> Status:
 
 def team_suspension_reason(*, team: Team) -> str | None:
     return TeamSuspension.objects.filter(team=team).values_list("reason", flat=True).first()
+
+
+def curl_example(service: Service, key_id: str, endpoint: Endpoint) -> str:
+    """A request a developer can paste into a terminal to see their first relay."""
+    auth = ' \\\n  -H "Authorization: Bearer $GATEHOUSE_SECRET"' if endpoint.secret_key_required else ""
+    url = service.url_for(key_id)
+    if service.is_llm:
+        body = (
+            f'{{"model": "{service.id}", "messages": [{{"role": "user", "content": "Say hello"}}], "max_tokens": 32}}'
+        )
+    elif service.chain_family == "solana":
+        body = '{"jsonrpc": "2.0", "id": 1, "method": "getSlot"}'
+    else:
+        body = '{"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}'
+    return f"curl {url} \\\n  -H \"Content-Type: application/json\"{auth} \\\n  -d '{body}'"
+
+
+def first_request_example(*, team: Team) -> dict[str, str] | None:
+    """The team's first live endpoint and usable key, as a URL and a curl example (for empty states)."""
+    now = timezone.now()
+    key = (
+        ApiKey.objects.filter(team=team, revoked_at__isnull=True, endpoint__deleted_at__isnull=True)
+        .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=now))
+        .select_related("endpoint")
+        .order_by("created_at")
+        .first()
+    )
+    if key is None:
+        return None
+    service = key.endpoint.services.order_by("sort_order").first()
+    if service is None:
+        return None
+    return {"url": service.url_for(key.key_id), "curl": curl_example(service, key.key_id, key.endpoint)}

@@ -52,7 +52,13 @@ def _render_tab(request: HttpRequest, template: str, context: dict[str, Any], st
 
 @team_view(GET="endpoints.view")
 def endpoint_list(request: HttpRequest) -> HttpResponse:
+    from analytics.selectors import requests_per_endpoint
+
     endpoints = list(selectors.endpoint_list(team=request.team))  # type: ignore[attr-defined]
+    usage = requests_per_endpoint(team=request.team)  # type: ignore[attr-defined]
+    for endpoint in endpoints:
+        endpoint.spark = usage.get(endpoint.pk, [])  # type: ignore[attr-defined]
+        endpoint.requests_24h = sum(endpoint.spark)  # type: ignore[attr-defined]
     return render(request, "endpoints/endpoint_list.html", {"endpoints": endpoints})
 
 
@@ -98,7 +104,7 @@ def endpoint_detail(request: HttpRequest, endpoint_id: str) -> HttpResponse:
         {
             "service": service,
             "url": service.url_for(example_key_id),
-            "curl": curl_example(service, example_key_id, endpoint),
+            "curl": selectors.curl_example(service, example_key_id, endpoint),
         }
         for service in endpoint.services.all()
     ]
@@ -108,20 +114,6 @@ def endpoint_detail(request: HttpRequest, endpoint_id: str) -> HttpResponse:
         "has_key": bool(usable_keys),
     }
     return _render_tab(request, "endpoints/endpoint_overview.html", context)
-
-
-def curl_example(service: Any, key_id: str, endpoint: Endpoint) -> str:
-    auth = ' \\\n  -H "Authorization: Bearer $GATEHOUSE_SECRET"' if endpoint.secret_key_required else ""
-    url = service.url_for(key_id)
-    if service.is_llm:
-        body = (
-            '{"model": "%s", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 32}' % service.id  # noqa: UP031
-        )
-    elif service.chain_family == "solana":
-        body = '{"jsonrpc": "2.0", "id": 1, "method": "getSlot"}'
-    else:
-        body = '{"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}'
-    return f"curl {url} \\\n  -H \"Content-Type: application/json\"{auth} \\\n  -d '{body}'"
 
 
 def _keys_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> dict[str, Any]:

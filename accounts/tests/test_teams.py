@@ -296,6 +296,8 @@ def test_every_team_form_refuses_a_post_without_the_csrf_token(owner_a, team_a, 
         "token_id": 1,
         "endpoint_id": "ep_any",
         "key_id": "key_any",
+        "batch_id": 1,
+        "relay_id": "r",
     }
     before = AuditEvent.objects.count()
     checked = 0

@@ -214,6 +214,8 @@ def test_a_gateway_credential_sees_nothing_of_teams(usage, team_a):
         "token_id": 1,
         "endpoint_id": usage.endpoint.public_id,
         "key_id": usage.key.key_id,
+        "batch_id": 1,
+        "relay_id": "r",
     }
     for route in TEAM_ROUTES:
         for method in route.actions:

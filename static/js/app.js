@@ -52,10 +52,28 @@
     });
   }
 
+  // <button data-close-dialog> closes its <dialog>; htmx content arriving in a dialog's body opens it.
+  function bindDialogs(root) {
+    root.querySelectorAll("[data-close-dialog]").forEach(function (button) {
+      if (button.dataset.bound) return;
+      button.dataset.bound = "1";
+      button.addEventListener("click", function () {
+        var dialog = button.closest("dialog");
+        if (dialog) dialog.close();
+      });
+    });
+  }
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var dialog = event.target && event.target.closest ? event.target.closest("dialog") : null;
+    if (dialog && !dialog.open) dialog.showModal();
+  });
+
   function bindAll(root) {
     bindThemeToggle(root);
     bindCopyButtons(root);
     bindConfirmForms(root);
+    bindDialogs(root);
     document.dispatchEvent(new CustomEvent("gatehouse:bind", { detail: root }));
   }
 
