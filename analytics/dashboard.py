@@ -328,8 +328,8 @@ def latency_chart(*, team: Any, query: Query) -> dict[str, Any]:
         {"label": label, "values": _series_values(rows, starts, lambda r, q=q: round(r[q], 2) if r.get(q) else None)}
         for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
     ]
-    return {"kind": "lines", "unit": "ms", "tz": query.tz, "step": query.step, "x": [_epoch(s) for s in starts],
-            "series": series}  # fmt: skip
+    return {"kind": "lines", "unit": "ms", "scale": "log", "tz": query.tz, "step": query.step,
+            "x": [_epoch(s) for s in starts], "series": series}  # fmt: skip
 
 
 def errors_chart(*, team: Any, query: Query) -> dict[str, Any]:

@@ -110,6 +110,43 @@ def client_for(client):  # type: ignore[no-untyped-def]
     return make
 
 
+def seed_usage(team: Team, *, days: float = 2, rate_per_minute: float = 10, seed: int = 7) -> int:
+    """Realistic relays (the traffic simulator's model) for every usable key of the team, pushed through the
+    real ingestion and aggregation. Returns how many."""
+    import json
+    import random
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from analytics import aggregation, simulator
+    from analytics.ingest import ingest
+    from endpoints.models import ApiKey
+    from endpoints.services import gateway_credential_create
+
+    keys = []
+    for key in ApiKey.objects.filter(team=team, revoked_at__isnull=True).select_related("endpoint"):
+        sim_key = simulator.SimKey.from_catalog(
+            key_id=key.key_id,
+            endpoint_id=key.endpoint.public_id,
+            team=team.slug,
+            service_ids=list(key.endpoint.services.values_list("id", flat=True)),
+            allowed_methods=key.endpoint.allowed_methods,
+            environment=key.endpoint.environment,
+        )
+        if sim_key is not None:
+            keys.append(sim_key)
+    gateway, _secret = gateway_credential_create(name=f"seed-{team.slug}-{seed}")
+    now = timezone.now()
+    records = list(simulator.backfill(random.Random(seed), keys, now - timedelta(days=days), now, rate_per_minute))
+    for start in range(0, len(records), 5000):
+        body = "\n".join(json.dumps(r) for r in records[start : start + 5000]).encode()
+        ingest(gateway=gateway, idempotency_key=f"seed-{seed}-{start}", body=body)
+    aggregation.aggregate_pending()
+    aggregation.compact_rollups()
+    return len(records)
+
+
 # --- subprocesses (real servers and workers) -----------------------------------------------
 
 

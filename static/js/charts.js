@@ -196,11 +196,14 @@
   // ---------------------------------------------------------------- data
 
   function parseChart(figure) {
+    // The data comes in the figure's data-chart-json attribute (htmx, configured not to process script
+    // tags, drops <script> elements from swapped content), or in a <script type="application/json">.
     var script = figure.querySelector("script.chart-data");
-    if (!script) return { error: "Chart data unavailable." };
+    var text = figure.getAttribute("data-chart-json") || (script ? script.textContent : "");
+    if (!text) return { error: "Chart data unavailable." };
     var spec;
     try {
-      spec = JSON.parse(script.textContent);
+      spec = JSON.parse(text);
     } catch (e) {
       return { error: "Chart data unavailable." };
     }
@@ -232,6 +235,7 @@
       unit: unit,
       tz: validTimeZone(spec.tz),
       step: STEP_SECONDS[spec.step] ? spec.step : "hour",
+      scale: spec.scale === "log" && spec.kind !== "stacked" ? "log" : "linear",
       x: x,
       series: series
     };
@@ -328,7 +332,12 @@
     var ticks = { stroke: colours.grid, width: 1, size: 4 };
     var yScale = {};
     var range = yRange(chart.unit, chart.kind);
-    if (range) yScale.range = range;
+    if (chart.scale === "log") {
+      // Latencies of RPC calls (ms) and LLM completions (s) share a chart: a log axis keeps both legible.
+      yScale = { distr: 3, log: 10 };
+    } else if (range) {
+      yScale.range = range;
+    }
 
     var opts = {
       width: width,
@@ -362,7 +371,7 @@
           font: colours.font,
           grid: grid,
           ticks: ticks,
-          incrs: chart.unit === "count" ? INT_INCRS : undefined,
+          incrs: chart.unit === "count" && chart.scale !== "log" ? INT_INCRS : undefined,
           values: function (u, splits) {
             return splits.map(function (v) { return v == null ? null : axisFormat(v); });
           },
