@@ -5,7 +5,8 @@ rollups and histograms with one INSERT … SELECT … ON CONFLICT DO UPDATE stat
 the raw rows), marks the hours it touched dirty, marks the batches aggregated and updates keys'
 last-used time — all in one transaction. Hours and days are then recomputed from the minutes by
 compaction (replace, not add: a pure function of committed minute rows, so it may run any number
-of times); per-batch upserts into three grains cost twice as much (bench/ingest.py). So a run that
+of times), and with them their summaries (analytics.summaries); per-batch upserts into three grains
+cost twice as much (bench/ingest.py). So a run that
 crashes half-way changes nothing, a run repeated or redelivered finds nothing left to add, and a
 batch is never skipped: runs pick batches by their flag, not by a watermark, so a batch that
 commits late is simply picked up by the next run.
@@ -29,6 +30,7 @@ from psycopg.errors import DeadlockDetected
 
 from analytics.histogram import SQL_BUCKET
 from analytics.partitions import ensure_all_partitions_today
+from analytics.summaries import grouped_columns, grouping_sets
 from endpoints.services import api_keys_mark_used
 
 # A run's cost follows the distinct groups (minute × team × endpoint × key × service × method × region) it
@@ -69,12 +71,39 @@ def _latency_upsert(table: str, grain: str, where: str = "") -> str:
     RETURNING 1"""
 
 
+SUMMARY_KEY = "cube, team_id, bucket, endpoint_id, key_id, service, method, region"
+SUMMARY_DIMS = "cube, endpoint_id, key_id, service, method, region, bucket, team_id"  # grouped_columns() order
+
+
+def _summary_upsert(table: str, latency: bool, where: str) -> str:
+    """Add the late groups of `m` (counters) or `h` (histograms) into the hour summaries, every cube at once."""
+    if latency:
+        columns, select, source, key, le = "le, count", "le, sum(count)", "h", f"{SUMMARY_KEY}, le", ", le"
+        updates = f"count = {table}.count + EXCLUDED.count"
+    else:
+        columns = ", ".join(COUNTERS) + ", latency_max_ms"
+        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
+        source, key, le = "m", SUMMARY_KEY, ""
+        updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in COUNTERS) + (
+            f", latency_max_ms = GREATEST({table}.latency_max_ms, EXCLUDED.latency_max_ms)"
+        )
+    return f"""
+    INSERT INTO {table} ({SUMMARY_DIMS}, {columns})
+    SELECT {grouped_columns()}, date_trunc('hour', bucket), team_id, {select}
+    FROM {source} {where}
+    GROUP BY date_trunc('hour', bucket), team_id{le}, {grouping_sets()}
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8{", 9" if latency else ""}
+    ON CONFLICT ({key}) DO UPDATE SET {updates}
+    RETURNING 1"""
+
+
 _RECENT = "WHERE bucket >= %(minute_floor)s"
 _LATE = "WHERE bucket < %(minute_floor)s"
 
 # Per run: minute rollups and histograms, plus the hours and days they touched marked dirty (compaction
 # recomputes those from the minutes). Relays older than the minute tables' window go straight into the
-# hour tables, additively (exactly once like the minutes: same transaction as the batch flag).
+# hour tables and the hour summaries, additively (exactly once like the minutes: same transaction as the
+# batch flag), and mark their days dirty.
 AGGREGATE_SQL = f"""
 WITH g AS MATERIALIZED (
     -- One pass over the batches' relays, at the finest grain needed: minute × dimensions × latency bucket.
@@ -111,6 +140,8 @@ r_minute AS ({_rollup_upsert("analytics_rollup_minute", "minute", _RECENT)}),
 l_minute AS ({_latency_upsert("analytics_latency_minute", "minute", _RECENT)}),
 r_late AS ({_rollup_upsert("analytics_rollup_hour", "hour", _LATE)}),
 l_late AS ({_latency_upsert("analytics_latency_hour", "hour", _LATE)}),
+s_late AS ({_summary_upsert("analytics_summary_hour", False, _LATE)}),
+sl_late AS ({_summary_upsert("analytics_summary_latency_hour", True, _LATE)}),
 dirty_hours AS (
     INSERT INTO analytics_dirty_hour (bucket)
     SELECT DISTINCT date_trunc('hour', bucket) FROM m {_RECENT} ORDER BY 1
@@ -124,6 +155,7 @@ dirty_days AS (
 SELECT key_id, max(last_ts),
     (SELECT count(*) FROM r_minute) + (SELECT count(*) FROM l_minute)
       + (SELECT count(*) FROM r_late) + (SELECT count(*) FROM l_late)
+      + (SELECT count(*) FROM s_late) + (SELECT count(*) FROM sl_late)
       + (SELECT count(*) FROM dirty_hours) + (SELECT count(*) FROM dirty_days)
 FROM m GROUP BY key_id
 """
@@ -148,13 +180,53 @@ def _recompute(table_from: str, table_to: str, grain: str, latency: bool) -> str
     """
 
 
+def _summarize_hours(table_from: str, table_to: str, latency: bool) -> str:
+    """Replace the claimed hours of a summary table with every cube of the (just recomputed) hour rollups."""
+    if latency:
+        columns, select, le = "le, count", "le, sum(count)", ", le"
+    else:
+        columns = ", ".join(COUNTERS) + ", latency_max_ms"
+        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
+        le = ""
+    return f"""
+    DELETE FROM {table_to} WHERE bucket = ANY(%(buckets)s);
+    INSERT INTO {table_to} ({SUMMARY_DIMS}, {columns})
+    SELECT {grouped_columns()}, bucket, team_id, {select}
+    FROM {table_from}
+    WHERE bucket = ANY(%(buckets)s)
+    GROUP BY bucket, team_id{le}, {grouping_sets()}
+    """
+
+
+def _summarize_days(table_from: str, table_to: str, latency: bool) -> str:
+    """Replace the claimed days of a summary table with the sums of its hours (cube by cube)."""
+    if latency:
+        columns, select, le = "le, count", "le, sum(count)", ", le"
+    else:
+        columns = ", ".join(COUNTERS) + ", latency_max_ms"
+        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
+        le = ""
+    return f"""
+    DELETE FROM {table_to} WHERE bucket = ANY(%(buckets)s);
+    INSERT INTO {table_to} ({SUMMARY_KEY}, {columns})
+    SELECT cube, team_id, date_trunc('day', bucket), endpoint_id, key_id, service, method, region, {select}
+    FROM {table_from}
+    WHERE bucket >= %(low)s AND bucket < %(high)s AND date_trunc('day', bucket) = ANY(%(buckets)s)
+    GROUP BY cube, team_id, 3, endpoint_id, key_id, service, method, region{le}
+    """
+
+
 COMPACT_HOURS = [
     _recompute("analytics_rollup_minute", "analytics_rollup_hour", "hour", latency=False),
     _recompute("analytics_latency_minute", "analytics_latency_hour", "hour", latency=True),
+    _summarize_hours("analytics_rollup_hour", "analytics_summary_hour", latency=False),
+    _summarize_hours("analytics_latency_hour", "analytics_summary_latency_hour", latency=True),
 ]
 COMPACT_DAYS = [
     _recompute("analytics_rollup_hour", "analytics_rollup_day", "day", latency=False),
     _recompute("analytics_latency_hour", "analytics_latency_day", "day", latency=True),
+    _summarize_days("analytics_summary_hour", "analytics_summary_day", latency=False),
+    _summarize_days("analytics_summary_latency_hour", "analytics_summary_latency_day", latency=True),
 ]
 
 

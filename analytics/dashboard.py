@@ -246,8 +246,11 @@ def cards(*, team: Any, query: Query) -> dict[str, Any]:
         team=team, start=query.start - query.span, end=query.start, grain=grain, filters=query.filters
     )
     starts = bucket_starts(query)
+    fields = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "units")
+    if query.status:
+        fields += (STATUS_CLASSES[query.status],)
     rows = selectors.usage_series(
-        team=team, start=query.start, end=query.end, step=query.step, filters=query.filters, tz=query.tz
+        team=team, start=query.start, end=query.end, step=query.step, filters=query.filters, tz=query.tz, fields=fields
     )
     latency = selectors.latency_series(
         team=team,
@@ -297,24 +300,43 @@ def cards(*, team: Any, query: Query) -> dict[str, Any]:
     }
 
 
+TOP_SERIES = 7  # the chart palette has 8 colours: the 7 largest groups and "Other"
+
+
 def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def requests_chart(*, team: Any, query: Query) -> dict[str, Any]:
-    """Requests per bucket, one series per service (or endpoint), largest first."""
+def requests_chart(*, team: Any, query: Query, top: int | None = TOP_SERIES) -> dict[str, Any]:
+    """Requests per bucket, one series per service (or endpoint), largest first: the `top` largest and the
+    rest summed into "Other" (more stacked series than colours cannot be told apart); top=None keeps all.
+    Two queries: the groups' totals, then the series of the largest (and of the rest, as one)."""
     starts = bucket_starts(query)
+    counted = STATUS_CLASSES[query.status] if query.status else "requests"
+    grain = query.step if query.step != "day" else "hour"
+    totals = selectors.usage_breakdown(
+        team=team, start=query.start, end=query.end, by=query.stack, grain=grain, filters=query.filters, limit=None
+    )
+    column = selectors.DIMENSIONS[query.stack]
+    ordered = [row[column] for row in sorted(totals, key=lambda row: (-row[counted], str(row[column])))]
+    shown, rest = ordered, []
+    if top is not None and len(ordered) > top + 1:
+        shown, rest = ordered[:top], ordered[top:]
     rows = selectors.usage_series(
         team=team, start=query.start, end=query.end, step=query.step, filters=query.filters, group_by=query.stack,
-        tz=query.tz,
+        tz=query.tz, fields=(counted,), groups=shown if rest else None,
     )  # fmt: skip
-    column = selectors.DIMENSIONS[query.stack]
     per_group: dict[Any, dict[datetime, int]] = {}
     for row in rows:
-        per_group.setdefault(row[column], {})[row["t"]] = _requests_of(row, query.status)
-    ordered = sorted(per_group, key=lambda g: -sum(per_group[g].values()))
-    names = names_for(query.stack, ordered)
-    series = [{"label": names.get(g, str(g)), "values": [per_group[g].get(s, 0) for s in starts]} for g in ordered]
+        per_group.setdefault(row[column], {})[row["t"]] = int(row[counted])
+    names = names_for(query.stack, shown)
+    series = [
+        {"label": names.get(g, str(g)), "values": [per_group.get(g, {}).get(s, 0) for s in starts]} for g in shown
+    ]
+    if rest:
+        noun = "endpoints" if query.stack == "endpoint" else "services"
+        other = per_group.get(None, {})
+        series.append({"label": f"Other ({len(rest)} {noun})", "values": [other.get(s, 0) for s in starts]})
     return {"kind": "stacked", "unit": "count", "tz": query.tz, "step": query.step,
             "x": [_epoch(s) for s in starts], "series": series}  # fmt: skip
 
@@ -336,8 +358,9 @@ def errors_chart(*, team: Any, query: Query) -> dict[str, Any]:
     """Error rate per bucket by class, as a percentage of that bucket's requests."""
     starts = bucket_starts(query)
     rows = selectors.usage_series(
-        team=team, start=query.start, end=query.end, step=query.step, filters=query.filters, tz=query.tz
-    )
+        team=team, start=query.start, end=query.end, step=query.step, filters=query.filters, tz=query.tz,
+        fields=("requests", "errors_user", "errors_upstream", "errors_gateway"),
+    )  # fmt: skip
 
     def pct(column: str) -> Any:
         return lambda r: round(100 * r[column] / r["requests"], 3) if r["requests"] else None
@@ -352,9 +375,7 @@ def errors_chart(*, team: Any, query: Query) -> dict[str, Any]:
 
 def breakdown_table(*, team: Any, query: Query, by: str, limit: int = 10) -> list[dict[str, Any]]:
     """Top values of a dimension with their requests, error rate and p95 (two queries)."""
-    grain = query.step if query.step != "day" else "hour"
-    if query.span > timedelta(days=14):
-        grain = "day"  # whole UTC days are close enough for a ranking; the charts are exact
+    grain = query.step if query.step != "day" else "hour"  # local days: hours (whole UTC days come from day rows)
     rows = selectors.usage_breakdown(
         team=team, start=query.start, end=query.end, by=by, grain=grain, filters=query.filters, limit=limit
     )

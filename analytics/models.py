@@ -155,3 +155,43 @@ class LatencyDay(LatencyBase):
     class Meta:
         managed = False
         db_table = "analytics_latency_day"
+
+
+class SummaryBase(RollupBase):
+    """A rollup row of one cube (analytics.summaries): dimensions the cube sums away hold '' or 0."""
+
+    cube = models.SmallIntegerField(help_text="GROUPING() bitmask of the dimensions summed away.")
+
+    class Meta:
+        abstract = True
+
+
+class SummaryHour(SummaryBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_summary_hour"
+
+
+class SummaryDay(SummaryBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_summary_day"
+
+
+class SummaryLatencyBase(LatencyBase):
+    cube = models.SmallIntegerField(help_text="GROUPING() bitmask of the dimensions summed away.")
+
+    class Meta:
+        abstract = True
+
+
+class SummaryLatencyHour(SummaryLatencyBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_summary_latency_hour"
+
+
+class SummaryLatencyDay(SummaryLatencyBase):
+    class Meta:
+        managed = False
+        db_table = "analytics_summary_latency_day"

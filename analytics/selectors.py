@@ -1,21 +1,23 @@
 """Reads of usage, for charts, budgets and billing. Charts read rollups only, never the raw relay log.
 
 Every selector takes the tenant explicitly (`team`; None only for the operator's platform-wide
-view) and a UsageFilter. The grain (minute / hour / day) decides which rollup table is read.
+view) and a UsageFilter. The grain (minute / hour / day) decides which rollup table is read; at hour
+and day grain, the smallest summary cube with every dimension the query filters or groups by
+(analytics.summaries), and the full rollups only when no cube has them all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import F, Max, QuerySet, Sum
-from django.db.models.functions import Trunc
+from django.db.models import BigIntegerField, Case, F, Func, Max, QuerySet, Sum, Value, When
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from analytics import histogram
+from analytics import histogram, summaries
 from analytics.models import (
     IngestBatch,
     LatencyDay,
@@ -24,11 +26,17 @@ from analytics.models import (
     RollupDay,
     RollupHour,
     RollupMinute,
+    SummaryDay,
+    SummaryHour,
+    SummaryLatencyDay,
+    SummaryLatencyHour,
 )
 
 GRAINS = ("minute", "hour", "day")
 ROLLUPS = {"minute": RollupMinute, "hour": RollupHour, "day": RollupDay}
 LATENCIES = {"minute": LatencyMinute, "hour": LatencyHour, "day": LatencyDay}
+SUMMARIES = {"hour": SummaryHour, "day": SummaryDay}
+LATENCY_SUMMARIES = {"hour": SummaryLatencyHour, "day": SummaryLatencyDay}
 COUNTERS = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "status_2xx", "status_3xx",
             "status_4xx", "status_5xx", "latency_sum_ms", "req_bytes", "resp_bytes", "units", "input_tokens",
             "output_tokens")  # fmt: skip
@@ -46,6 +54,13 @@ class UsageFilter:
     services: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
+
+    @property
+    def dimensions(self) -> set[str]:
+        """The dimensions this filter restricts."""
+        pairs = (("endpoint", self.endpoint_ids), ("key", self.key_ids), ("service", self.services),
+                 ("method", self.methods), ("region", self.regions))  # fmt: skip
+        return {dim for dim, values in pairs if values}
 
     def apply(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         for values, column in (
@@ -102,23 +117,90 @@ def success_rate(requests: int, successes: int, errors_user: int) -> float | Non
     return successes / counted if counted > 0 else None
 
 
-def _rows(team: Any, grain: str, start: datetime, end: datetime, filters: UsageFilter) -> QuerySet[Any]:
-    model = ROLLUPS[grain]
-    rows = model.objects.filter(bucket__gte=start, bucket__lt=end)
+def _source(
+    full: dict[str, Any], summary: dict[str, Any], grain: str, filters: UsageFilter, group_by: str | None
+) -> QuerySet[Any]:
+    """The rows to read at `grain`: the smallest cube with the dimensions needed, else the full rollups."""
+    cube = summaries.cube_for(filters.dimensions | ({group_by} if group_by else set())) if grain in summary else None
+    if cube is None:
+        return full[grain].objects.all()
+    return summary[grain].objects.filter(cube=cube)
+
+
+def _rows(
+    team: Any, grain: str, start: datetime, end: datetime, filters: UsageFilter, group_by: str | None = None
+) -> QuerySet[Any]:
+    rows = _source(ROLLUPS, SUMMARIES, grain, filters, group_by).filter(bucket__gte=start, bucket__lt=end)
     if team is not None:
         rows = rows.filter(team_id=team.pk)
     return filters.apply(rows)
 
 
-def _latency_rows(team: Any, grain: str, start: datetime, end: datetime, filters: UsageFilter) -> QuerySet[Any]:
-    rows = LATENCIES[grain].objects.filter(bucket__gte=start, bucket__lt=end)
+def _latency_rows(
+    team: Any, grain: str, start: datetime, end: datetime, filters: UsageFilter, group_by: str | None = None
+) -> QuerySet[Any]:
+    rows = _source(LATENCIES, LATENCY_SUMMARIES, grain, filters, group_by).filter(bucket__gte=start, bucket__lt=end)
     if team is not None:
         rows = rows.filter(team_id=team.pk)
     return filters.apply(rows)
 
 
-def _sums() -> dict[str, Any]:
-    return {c: Sum(c) for c in COUNTERS} | {"latency_max_ms": Max("latency_max_ms")}
+def _sum(column: str) -> Any:
+    """sum() of a counter, as bigint (PostgreSQL sums bigints as numeric, which loads as a slow Decimal)."""
+    return Sum(column) if column == "latency_sum_ms" else Cast(Sum(column), BigIntegerField())
+
+
+def _sums(fields: tuple[str, ...] = COUNTERS) -> dict[str, Any]:
+    sums = {c: _sum(c) for c in fields}
+    return sums | {"latency_max_ms": Max("latency_max_ms")} if fields == COUNTERS else sums
+
+
+class _BucketStart(Func):
+    """A bucket's start as epoch seconds: the row's own bucket, or the start of the local day (in `tz`, DST
+    included) holding it. Loading an integer is several times cheaper than loading a timestamptz."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, tz: str | None) -> None:
+        super().__init__(F("bucket"), Value(tz or "UTC"))
+        self.local_day = tz is not None
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple[Any, ...]]:  # type: ignore[override]
+        bucket_sql, bucket_params = compiler.compile(self.source_expressions[0])
+        if not self.local_day:
+            return f"EXTRACT(EPOCH FROM {bucket_sql})::bigint", tuple(bucket_params)
+        tz_sql, tz_params = compiler.compile(self.source_expressions[1])
+        sql = f"EXTRACT(EPOCH FROM timezone({tz_sql}, date_trunc('day', timezone({tz_sql}, {bucket_sql}))))::bigint"
+        return sql, (*tz_params, *tz_params, *bucket_params)
+
+
+def _bucket_starts(rows: QuerySet[Any], step: str, tz: str) -> tuple[QuerySet[Any], Any]:
+    """rows annotated with t (epoch seconds of the bucket start), and the function turning t into a datetime."""
+    zone = ZoneInfo(tz)
+    instants: dict[int, datetime] = {}
+
+    def instant(epoch: int) -> datetime:
+        if epoch not in instants:
+            instants[epoch] = datetime.fromtimestamp(epoch, zone)
+        return instants[epoch]
+
+    return rows.annotate(t=_BucketStart(tz if step == "day" and tz != "UTC" else None)), instant
+
+
+def _spans(grain: str, start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """[start, end) at hour grain as the whole UTC days inside it (day rows) and the hours either side of
+    them: the same hour buckets, up to 24 times fewer rows. Other grains stay as they are."""
+    if grain != "hour":
+        return [(grain, start, end)]
+    midnight = {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}
+    first_day = start.astimezone(UTC).replace(**midnight)
+    if first_day < start:
+        first_day += timedelta(days=1)
+    last_day = end.astimezone(UTC).replace(**midnight)
+    if last_day <= first_day:
+        return [("hour", start, end)]
+    spans = [("hour", start, first_day), ("day", first_day, last_day), ("hour", last_day, end)]
+    return [(g, s, e) for g, s, e in spans if s < e]
 
 
 def usage_totals(
@@ -130,12 +212,23 @@ def usage_totals(
     filters: UsageFilter = NO_FILTER,
     quantiles: tuple[float, ...] = (0.5, 0.9, 0.99),
 ) -> Totals:
-    """Totals over [start, end) at `grain`, with latency percentiles from the histograms."""
-    values = _rows(team, grain, start, end, filters).aggregate(**_sums())
-    totals = Totals(**{k: (v or 0) for k, v in values.items()})
+    """Totals over [start, end) at `grain`, with latency percentiles from the histograms (two queries)."""
+    spans = _spans(grain, start, end)
+    parts = [_rows(team, g, s, e, filters).order_by().values("team_id").annotate(**_sums()) for g, s, e in spans]
+    totals = Totals()
+    for part in _union(parts):
+        for name in COUNTERS:
+            setattr(totals, name, getattr(totals, name) + (part[name] or 0))
+        totals.latency_max_ms = max(totals.latency_max_ms, part["latency_max_ms"] or 0)
     if quantiles:
-        counts = _latency_rows(team, grain, start, end, filters).values_list("le").annotate(n=Sum("count"))
-        totals.percentiles = histogram.percentiles(list(counts), quantiles)
+        histograms = [
+            _latency_rows(team, g, s, e, filters).order_by().values_list("le").annotate(n=_sum("count"))
+            for g, s, e in spans
+        ]
+        counts: dict[int, int] = {}
+        for le, n in _union(histograms):
+            counts[le] = counts.get(le, 0) + n
+        totals.percentiles = histogram.percentiles(counts, quantiles)
     return totals
 
 
@@ -148,17 +241,34 @@ def usage_series(
     filters: UsageFilter = NO_FILTER,
     group_by: str | None = None,
     tz: str = "UTC",
+    fields: tuple[str, ...] | None = None,
+    groups: list[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Counters per time bucket (and per group), oldest first. Day buckets follow the display time zone,
-    so they are built from hour rollups; minute and hour buckets are absolute instants."""
+    """Counters (all, or `fields`) per time bucket (and per group), oldest first. Day buckets follow the
+    display time zone, so they are built from hour rollups; minute and hour buckets are absolute instants.
+    With `groups`, only those values of group_by are kept apart; all others are summed under None."""
     grain = "hour" if step == "day" and tz != "UTC" else step
-    rows = _rows(team, grain, start, end, filters)
-    if step == "day" and tz != "UTC":
-        rows = rows.annotate(t=Trunc("bucket", "day", tzinfo=ZoneInfo(tz)))
-    else:
-        rows = rows.annotate(t=F("bucket"))
-    keys = ["t"] + ([DIMENSIONS[group_by]] if group_by else [])
-    return list(rows.values(*keys).annotate(**_sums()).order_by(*keys))
+    rows, instant = _bucket_starts(_rows(team, grain, start, end, filters, group_by), step, tz)
+    keys = ["t"]
+    if group_by:
+        column = DIMENSIONS[group_by]
+        if groups is not None:
+            kept = Case(When(**{f"{column}__in": groups}, then=F(column)), default=Value(None))
+            rows = rows.annotate(**{f"{column}_kept": kept})
+            keys.append(f"{column}_kept")
+        else:
+            keys.append(column)
+    result = list(rows.values(*keys).annotate(**_sums(fields or COUNTERS)).order_by(*keys))
+    if group_by and groups is not None:
+        for row in result:
+            row[DIMENSIONS[group_by]] = row.pop(f"{DIMENSIONS[group_by]}_kept")
+    for row in result:
+        row["t"] = instant(row["t"])
+    return result
+
+
+def _union(querysets: list[QuerySet[Any]]) -> QuerySet[Any]:
+    return querysets[0].union(*querysets[1:], all=True) if len(querysets) > 1 else querysets[0]
 
 
 def usage_breakdown(
@@ -169,13 +279,23 @@ def usage_breakdown(
     by: str,
     grain: str = "hour",
     filters: UsageFilter = NO_FILTER,
-    limit: int = 10,
+    limit: int | None = 10,
 ) -> list[dict[str, Any]]:
-    """The top `limit` values of a dimension by requests, with their counters."""
+    """The top `limit` values (None: all) of a dimension by requests, with their counters (one query)."""
     column = DIMENSIONS[by]
-    return list(
-        _rows(team, grain, start, end, filters).values(column).annotate(**_sums()).order_by("-requests", column)[:limit]
-    )
+    spans = _spans(grain, start, end)
+    parts = [_rows(team, g, s, e, filters, by).order_by().values(column).annotate(**_sums()) for g, s, e in spans]
+    if len(parts) == 1:
+        return list(parts[0].order_by("-requests", column)[:limit])
+    merged: dict[Any, dict[str, Any]] = {}
+    for row in _union(parts):
+        total = merged.setdefault(
+            row[column], {column: row[column], "latency_max_ms": 0.0} | dict.fromkeys(COUNTERS, 0)
+        )
+        for name in COUNTERS:
+            total[name] += row[name] or 0
+        total["latency_max_ms"] = max(total["latency_max_ms"], row["latency_max_ms"] or 0)
+    return sorted(merged.values(), key=lambda row: (-row["requests"], row[column]))[:limit]
 
 
 def latency_percentiles_by(
@@ -191,15 +311,18 @@ def latency_percentiles_by(
 ) -> dict[Any, dict[float, float | None]]:
     """Percentiles per value of a dimension (e.g. p95 of each of the top methods): one query."""
     column = DIMENSIONS[by]
-    rows = (
-        _latency_rows(team, grain, start, end, filters)
+    parts = [
+        _latency_rows(team, g, s, e, filters, by)
         .filter(**{f"{column}__in": values})
+        .order_by()
         .values_list(column, "le")
-        .annotate(n=Sum("count"))
-    )
-    per_value: dict[Any, list[tuple[int, int]]] = {}
-    for value, le, n in rows:
-        per_value.setdefault(value, []).append((le, n))
+        .annotate(n=_sum("count"))
+        for g, s, e in _spans(grain, start, end)
+    ]
+    per_value: dict[Any, dict[int, int]] = {}
+    for value, le, n in _union(parts):
+        counts = per_value.setdefault(value, {})
+        counts[le] = counts.get(le, 0) + n
     return {value: histogram.percentiles(counts, quantiles) for value, counts in per_value.items()}
 
 
@@ -215,15 +338,11 @@ def latency_series(
 ) -> list[dict[str, Any]]:
     """Percentiles per time bucket, from the histograms (one query)."""
     grain = "hour" if step == "day" and tz != "UTC" else step
-    rows = _latency_rows(team, grain, start, end, filters)
-    if step == "day" and tz != "UTC":
-        rows = rows.annotate(t=Trunc("bucket", "day", tzinfo=ZoneInfo(tz)))
-    else:
-        rows = rows.annotate(t=F("bucket"))
-    per_bucket: dict[datetime, list[tuple[int, int]]] = {}
-    for t, le, n in rows.values_list("t", "le").annotate(n=Sum("count")).order_by("t"):
+    rows, instant = _bucket_starts(_latency_rows(team, grain, start, end, filters), step, tz)
+    per_bucket: dict[int, list[tuple[int, int]]] = {}
+    for t, le, n in rows.values_list("t", "le").annotate(n=_sum("count")).order_by("t"):
         per_bucket.setdefault(t, []).append((le, n))
-    return [{"t": t, **histogram.percentiles(c, quantiles)} for t, c in per_bucket.items()]
+    return [{"t": instant(t), **histogram.percentiles(c, quantiles)} for t, c in per_bucket.items()]
 
 
 def requests_per_endpoint(*, team: Any, hours: int = 24) -> dict[int, list[int]]:

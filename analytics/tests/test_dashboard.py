@@ -267,6 +267,25 @@ def test_panel_query_counts_do_not_grow_with_endpoints_and_keys(
         client.get(f"/t/{team_a.slug}/endpoints/")
 
 
+def test_stacking_by_endpoint_shows_the_largest_seven_and_sums_the_rest_into_other(client_for, owner_a, team_a, usage):
+    keys = []
+    for n in range(10):
+        endpoint = endpoint_create(team=team_a, name=f"app {n}", services=["base"], actor=owner_a)
+        keys.append(api_key_create(endpoint=endpoint, name="k", actor=owner_a)[0])
+    # app n gets n + 1 relays: apps 9..3 are the seven largest, apps 2, 1, 0 (3 + 2 + 1 relays) are "Other".
+    usage.post([usage.record(i, key=key, service="base") for n, key in enumerate(keys) for i in range(n + 1)])
+    aggregate()
+    client = client_for(owner_a)
+    url = f"/t/{team_a.slug}/usage/panels/requests"
+    chart = chart_of(client.get(url, {"range": "24h", "stack": "endpoint"}))
+    labels = [s["label"] for s in chart["series"]]
+    assert labels == [f"app {n}" for n in range(9, 2, -1)] + ["Other (3 endpoints)"]
+    assert [sum(s["values"]) for s in chart["series"]] == [10, 9, 8, 7, 6, 5, 4, 6]
+    rows = csv_rows(client.get(url, {"range": "24h", "stack": "endpoint", "format": "csv"}))
+    assert sorted(rows[0][1:]) == sorted(f"app {n}" for n in range(10))  # the export has every endpoint
+    assert sum(int(v) for row in rows[1:] for v in row[1:] if v) == 55
+
+
 # --- explorer ------------------------------------------------------------------------------------
 
 
