@@ -18,11 +18,11 @@ from accounts.models import Invitation, Membership, Role, Team, User
 logger = logging.getLogger(__name__)
 
 
-def send(*, template: str, to: str, context: dict[str, object]) -> None:
+def send(*, template: str, to: str, context: dict[str, object], folder: str = "accounts/email") -> None:
     context = {"site_name": settings.SITE_NAME, "site_url": settings.SITE_URL, **context}
-    subject = render_to_string(f"accounts/email/{template}_subject.txt", context).strip()
-    text = render_to_string(f"accounts/email/{template}_message.txt", context)
-    html = render_to_string(f"accounts/email/{template}_message.html", context)
+    subject = render_to_string(f"{folder}/{template}_subject.txt", context).strip()
+    text = render_to_string(f"{folder}/{template}_message.txt", context)
+    html = render_to_string(f"{folder}/{template}_message.html", context)
     message = EmailMultiAlternatives(subject=subject, body=text, to=[to])
     message.attach_alternative(html, "text/html")
     try:

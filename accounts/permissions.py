@@ -87,6 +87,8 @@ NON_TEAM_VIEWS: dict[str, str] = {
     "accounts.views.security_log": "a user's own sign-in history",
     "accounts.views.time_zone_save": "a user's own display time zone",
     "analytics.views.operator_": "operator view: staff only (checked in the view)",
+    "billing.views.operator_": "operator billing page: staff only (checked in the view)",
+    "billing.views.stripe_webhook": "Stripe's webhook: the signature on the body is the credential",
     "accounts.api.TeamListAPI": "lists only the caller's own teams",
     "endpoints.api.ServiceListAPI": "the public service catalog (any signed-in caller)",
     "endpoints.gateway_api.": "gateway API: gateway credentials only (IsGateway), no team",

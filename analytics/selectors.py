@@ -117,18 +117,27 @@ def success_rate(requests: int, successes: int, errors_user: int) -> float | Non
     return successes / counted if counted > 0 else None
 
 
+GroupBy = str | tuple[str, ...] | None
+
+
 def _source(
-    full: dict[str, Any], summary: dict[str, Any], grain: str, filters: UsageFilter, group_by: str | None
+    full: dict[str, Any], summary: dict[str, Any], grain: str, filters: UsageFilter, group_by: GroupBy
 ) -> QuerySet[Any]:
     """The rows to read at `grain`: the smallest cube with the dimensions needed, else the full rollups."""
-    cube = summaries.cube_for(filters.dimensions | ({group_by} if group_by else set())) if grain in summary else None
+    grouped = {group_by} if isinstance(group_by, str) else set(group_by or ())
+    cube = summaries.cube_for(filters.dimensions | grouped) if grain in summary else None
     if cube is None:
         return full[grain].objects.all()
     return summary[grain].objects.filter(cube=cube)
 
 
 def _rows(
-    team: Any, grain: str, start: datetime, end: datetime, filters: UsageFilter, group_by: str | None = None
+    team: Any,
+    grain: str,
+    start: datetime,
+    end: datetime,
+    filters: UsageFilter,
+    group_by: GroupBy = None,
 ) -> QuerySet[Any]:
     rows = _source(ROLLUPS, SUMMARIES, grain, filters, group_by).filter(bucket__gte=start, bucket__lt=end)
     if team is not None:
@@ -269,6 +278,36 @@ def usage_series(
 
 def _union(querysets: list[QuerySet[Any]]) -> QuerySet[Any]:
     return querysets[0].union(*querysets[1:], all=True) if len(querysets) > 1 else querysets[0]
+
+
+def usage_by(
+    *,
+    team: Any,
+    start: datetime,
+    end: datetime,
+    by: tuple[str, ...],
+    fields: tuple[str, ...],
+    filters: UsageFilter = NO_FILTER,
+    hourly: bool = False,
+) -> list[dict[str, Any]]:
+    """`fields` summed per combination of the `by` dimensions over [start, end) (e.g. per service and method,
+    for rating): one query, whole UTC days from day rows and the rest from hours. hourly=True keeps each
+    hour apart (a `bucket` key; hour rows only)."""
+    columns = [DIMENSIONS[d] for d in by]
+    if hourly:
+        rows = _rows(team, "hour", start, end, filters, by).order_by()
+        return list(rows.values("bucket", *columns).annotate(**_sums(fields)).order_by("bucket", *columns))
+    parts = [
+        _rows(team, g, s, e, filters, by).order_by().values(*columns).annotate(**_sums(fields))
+        for g, s, e in _spans("hour", start, end)
+    ]
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in _union(parts):
+        key = tuple(row[c] for c in columns)
+        total = merged.setdefault(key, dict(zip(columns, key, strict=True)) | dict.fromkeys(fields, 0))
+        for name in fields:
+            total[name] += row[name] or 0
+    return [merged[key] for key in sorted(merged, key=str)]
 
 
 def usage_breakdown(

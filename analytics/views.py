@@ -131,6 +131,11 @@ def _panel(request: HttpRequest, team: Any, name: str) -> HttpResponse:
         if wants_csv:
             return _csv_cards(query, data)
         context = {"query": query, "cards": data}
+        membership = getattr(request, "membership", None)
+        if team is not None and membership is not None and can(membership.role, "billing.view"):
+            from billing.selectors import cost_to_date
+
+            context["cost"] = cost_to_date(team=team)  # the billing page's own figure: they never disagree
         if not data["has_data"] and team is not None:
             context["example"] = endpoint_selectors.first_request_example(team=team)
         return render(request, "analytics/_panels.html#cards", context)

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
@@ -163,6 +164,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "compact-rollups": {"task": "analytics.tasks.compact_rollups", "schedule": 15.0},
     "usage-partitions": {"task": "analytics.tasks.maintain_partitions", "schedule": 3600.0},
     "prune-config-changes": {"task": "endpoints.tasks.prune_config_changes", "schedule": 3600.0},
+    # Billing: overdue teams and used-up Free allowances suspend (and restore) keys; usage goes to Stripe's meter
+    # hourly; our totals are checked against Stripe's nightly; webhook events stuck unprocessed are retried.
+    "billing-enforce": {"task": "billing.tasks.enforce_all", "schedule": 60.0},
+    "billing-report-usage": {"task": "billing.tasks.report_usage", "schedule": crontab(minute=10)},
+    "billing-reconcile": {"task": "billing.tasks.reconcile", "schedule": crontab(hour=3, minute=30)},
+    "billing-sweep-events": {"task": "billing.tasks.sweep_events", "schedule": 300.0},
 }
 
 # --- authentication ---------------------------------------------------------
@@ -224,7 +231,8 @@ CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 
-# Strict CSP: nothing inline, nothing from other origins. Front-end files are vendored.
+# Strict CSP: nothing inline, nothing from other origins (but Stripe's hosted pages as form targets).
+# Front-end files are vendored.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
@@ -235,7 +243,9 @@ CONTENT_SECURITY_POLICY = {
         "connect-src": [SELF],
         "object-src": [NONE],
         "base-uri": [SELF],
-        "form-action": [SELF],
+        # Upgrading and managing the card post to us, and we redirect to Stripe's hosted pages: browsers
+        # check a form's redirects against form-action too.
+        "form-action": [SELF, "https://checkout.stripe.com", "https://billing.stripe.com"],
         "frame-ancestors": [NONE],
     }
 }
@@ -286,6 +296,13 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
 STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+# The Billing Meter usage is reported to (meter events carry its event name; reconciliation reads its id).
+STRIPE_METER_EVENT_NAME = env_str("STRIPE_METER_EVENT_NAME", "gatehouse_units")
+STRIPE_METER_ID = env_str("STRIPE_METER_ID")
+STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 10, minimum=1, maximum=80)
+STRIPE_MAX_RETRIES = env_int("STRIPE_MAX_RETRIES", 3, minimum=0, maximum=10)
+# Days after a failed payment before the team's keys stop (a banner and emails say so meanwhile).
+BILLING_GRACE_DAYS = env_int("BILLING_GRACE_DAYS", 7, minimum=0, maximum=90)
 
 # --- usage -------------------------------------------------------------------
 

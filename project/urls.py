@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("endpoints.urls")),
     path("", include("analytics.urls")),
+    path("", include("billing.urls")),
     path("api/v1/", include("accounts.api_urls")),
     path("api/v1/", include("endpoints.api_urls")),
     path("api/v1/", include("analytics.api_urls")),

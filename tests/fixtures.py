@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.test import Client
 
 from accounts.models import Membership, Role, Team, User
 from accounts.services import team_create, user_create
+from endpoints.models import ApiKey, Endpoint
+from endpoints.services import api_key_create, endpoint_create, gateway_credential_create
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = BASE_DIR / "artifacts"
@@ -31,17 +39,20 @@ def _clean_cache() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _service_catalog(request, django_db_blocker):  # type: ignore[no-untyped-def]
-    """The catalog comes from a data migration, which a transactional test's flush wipes: put it back."""
+    """The catalog and the plans come from data migrations, which a transactional test's flush wipes: put them back."""
     uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db", "live_server"} & set(
         request.fixturenames
     )
     if not uses_db:
         return
     request.getfixturevalue("django_db_setup")  # the test database, never the real one
+    from billing.catalog import plans_sync
+    from billing.models import Plan, PlanVersion
     from endpoints.services import service_catalog_sync
 
     with django_db_blocker.unblock():
         service_catalog_sync()
+        plans_sync(Plan, PlanVersion)
 
 
 @pytest.fixture
@@ -312,3 +323,89 @@ def browser_pages(chromium, live_server, request):  # type: ignore[no-untyped-de
 @pytest.fixture
 def browser_page(browser_pages):  # type: ignore[no-untyped-def]
     return browser_pages()
+
+
+def make_invoice(team: Team, *, status: str = "paid", lines: tuple[tuple[str, int], ...] = (("Growth plan", 4900),),
+                 period_start: Any = None, **fields: Any) -> Any:  # fmt: skip
+    """A mirrored Stripe invoice of the team, as invoice_sync would store it (for pages and permissions)."""
+    from datetime import UTC, datetime, timedelta
+
+    from billing.models import Invoice, InvoiceLine
+
+    start = period_start or datetime(2026, 10, 1, tzinfo=UTC)
+    total = sum(amount for _description, amount in lines)
+    paid = status == "paid"
+    invoice = Invoice.objects.create(
+        team=team,
+        stripe_id=fields.pop("stripe_id", f"in_test_{team.pk}_{Invoice.objects.count() + 1}"),
+        number=fields.pop("number", f"GH-{team.pk:04d}-{Invoice.objects.count() + 1:04d}"),
+        status=status,
+        subtotal=total,
+        total=total,
+        amount_due=total,
+        amount_paid=total if paid else 0,
+        amount_remaining=0 if paid else total,
+        period_start=start,
+        period_end=fields.pop("period_end", start + timedelta(days=31)),
+        created=fields.pop("created", start + timedelta(days=31, hours=1)),
+        paid_at=start + timedelta(days=31, hours=2) if paid else None,
+        **fields,
+    )
+    for n, (description, amount) in enumerate(lines):
+        InvoiceLine.objects.create(invoice=invoice, stripe_id=f"il_{invoice.pk}_{n}", description=description,
+                                   amount=amount, quantity=1)  # fmt: skip
+    return invoice
+
+
+# --- usage: a team A endpoint and keys, a gateway client, record builders ----------------------------
+
+
+@dataclass
+class UsageEnv:
+    endpoint: Endpoint
+    key: ApiKey
+    llm_key: ApiKey
+    gateway: Client
+    now: datetime
+
+    def record(self, n: int = 0, *, key: ApiKey | None = None, **overrides: Any) -> dict[str, Any]:
+        key = key or self.key
+        record = {
+            "id": f"relay-{uuid.uuid4().hex[:16]}-{n}",
+            "ts": (self.now - timedelta(seconds=n % 50)).isoformat().replace("+00:00", "Z"),
+            "key_id": key.key_id,
+            "endpoint_id": key.endpoint.public_id,
+            "service": "eth-mainnet",
+            "method": "eth_call",
+            "status": 200,
+            "error_class": None,
+            "latency_ms": 20.0 + n % 7,
+            "req_bytes": 300,
+            "resp_bytes": 900,
+            "units": 26,
+            "region": "eu-west-1",
+        }
+        record.update(overrides)
+        return record
+
+    def post(self, records: list[dict[str, Any]] | bytes, *, key: str | None = None, **headers: str) -> Any:
+        body = records if isinstance(records, bytes) else "\n".join(json.dumps(r) for r in records).encode()
+        return self.gateway.post(
+            "/api/gateway/v1/usage",
+            body,
+            content_type="application/x-ndjson",
+            HTTP_IDEMPOTENCY_KEY=key or uuid.uuid4().hex,
+            **headers,
+        )
+
+
+@pytest.fixture
+def usage(team_a, owner_a) -> UsageEnv:
+    endpoint = endpoint_create(
+        team=team_a, name="Wallet", services=["eth-mainnet", "base", "llama-3.1-8b-instruct"], actor=owner_a
+    )
+    key, _ = api_key_create(endpoint=endpoint, name="server", actor=owner_a)
+    llm_key, _ = api_key_create(endpoint=endpoint, name="assistant", actor=owner_a)
+    _credential, secret = gateway_credential_create(name="eu-west-1")
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    return UsageEnv(endpoint, key, llm_key, Client(HTTP_AUTHORIZATION=f"Bearer {secret}"), now)

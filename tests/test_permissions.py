@@ -16,6 +16,7 @@ from accounts.permissions import ACTIONS, can, listed_as_non_team
 from accounts.services import invitation_create, management_token_create
 from analytics.ingest import ingest
 from endpoints.services import api_key_create, endpoint_create, gateway_credential_create
+from tests.fixtures import make_invoice
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,8 @@ def test_team_routes_exist_and_name_only_known_actions():
 
 def test_every_action_is_used_by_some_route_or_reserved_for_later_issues():
     used = {action for route in TEAM_ROUTES for action in route.actions.values()}
-    # Actions whose pages arrive with the endpoints and billing issues.
-    reserved = {
-        "billing.view",
-        "billing.payment_method",
-        "billing.manage",
-        "budgets.manage",
-    }
+    # Budgets (alerts and caps per team) are not built yet; their action is in the table for when they are.
+    reserved = {"budgets.manage"}
     assert set(ACTIONS) - used - reserved == set()
 
 
@@ -103,7 +99,9 @@ def objects(team_a, owner_a, member_of):
               "service": "eth-mainnet", "method": "eth_call", "status": 200, "latency_ms": 12, "req_bytes": 1,
               "resp_bytes": 1, "units": 1, "region": "eu"}  # fmt: skip
     batch = ingest(gateway=gateway, idempotency_key="routes", body=json.dumps(record).encode())
+    invoice = make_invoice(team_a)
     return {
+        "invoice_id": invoice.pk,
         "membership_id": Membership.objects.get(user=target).pk,
         "invitation_id": invitation.pk,
         "token_id": token.pk,

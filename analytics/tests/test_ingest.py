@@ -216,6 +216,7 @@ def test_a_gateway_credential_sees_nothing_of_teams(usage, team_a):
         "key_id": usage.key.key_id,
         "batch_id": 1,
         "relay_id": "r",
+        "invoice_id": 1,
     }
     for route in TEAM_ROUTES:
         for method in route.actions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django import forms, template
@@ -131,3 +132,14 @@ def local_time(value: Any, tz: str) -> str:
     if value is None:
         return "—"
     return value.astimezone(ZoneInfo(tz or "UTC")).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+@register.filter
+def usd(value: Any, cents: bool = False) -> str:
+    """$1,234.56 from a Decimal of dollars (or, with usd:True, from integer cents). Negative: −$1.00."""
+    if value is None or value == "":
+        return "—"
+    amount = Decimal(value) / 100 if cents else Decimal(value)
+    amount = amount.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    sign = "−" if amount < 0 else ""
+    return f"{sign}${abs(amount):,.2f}"

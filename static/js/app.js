@@ -52,6 +52,33 @@
     });
   }
 
+  // <form data-busy="Redirecting to Stripe…">: a slow submit (a redirect to Stripe) shows progress and
+  // cannot be sent twice. Runs after data-confirm, so a cancelled confirmation leaves the button alone.
+  function bindBusyForms(root) {
+    root.querySelectorAll("form[data-busy]").forEach(function (form) {
+      if (form.dataset.busyBound) return;
+      form.dataset.busyBound = "1";
+      form.addEventListener("submit", function (event) {
+        if (event.defaultPrevented) return;
+        var button = form.querySelector("button[type=submit], button:not([type])");
+        if (!button) return;
+        if (button.getAttribute("aria-busy") === "true") { event.preventDefault(); return; }
+        button.dataset.label = button.textContent;
+        button.setAttribute("aria-busy", "true");
+        button.textContent = form.dataset.busy;
+      });
+    });
+  }
+
+  // Coming back from Stripe with the Back button restores the page from cache: un-busy its buttons.
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    document.querySelectorAll("form[data-busy] [aria-busy=true]").forEach(function (button) {
+      button.removeAttribute("aria-busy");
+      if (button.dataset.label) button.textContent = button.dataset.label;
+    });
+  });
+
   // <button data-close-dialog> closes its <dialog>; htmx content arriving in a dialog's body opens it.
   function bindDialogs(root) {
     root.querySelectorAll("[data-close-dialog]").forEach(function (button) {
@@ -73,6 +100,7 @@
     bindThemeToggle(root);
     bindCopyButtons(root);
     bindConfirmForms(root);
+    bindBusyForms(root);
     bindDialogs(root);
     document.dispatchEvent(new CustomEvent("gatehouse:bind", { detail: root }));
   }

@@ -1,0 +1,100 @@
+"""Operator admin: plans and their price versions are data the operator edits; Stripe mirrors are read-only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from billing.models import (
+    BillingAccount,
+    Invoice,
+    InvoiceLine,
+    MeterReport,
+    Plan,
+    PlanVersion,
+    Reconciliation,
+    StripeEvent,
+)
+
+
+class PlanVersionInline(admin.TabularInline):
+    model = PlanVersion
+    extra = 0
+    fields = ("effective_from", "team", "monthly_fee", "included_units", "tiers", "stripe_fee_price_id",
+              "stripe_usage_price_id")  # fmt: skip
+    raw_id_fields = ("team",)
+    ordering = ("team", "-effective_from")
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "self_serve", "requires_payment", "hard_cap", "invoiced", "sort_order")
+    inlines = [PlanVersionInline]
+
+
+@admin.register(PlanVersion)
+class PlanVersionAdmin(admin.ModelAdmin):
+    """A new price is a new version from a future date: past periods keep the version they started with."""
+
+    list_display = ("plan", "team", "effective_from", "monthly_fee", "included_units", "stripe_usage_price_id")
+    list_filter = ("plan",)
+    raw_id_fields = ("team",)
+    search_fields = ("team__name", "stripe_fee_price_id", "stripe_usage_price_id")
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(admin.ModelAdmin):
+    list_display = ("team", "plan", "subscription_status", "stripe_customer_id", "card_last4", "metered_through")
+    list_filter = ("plan", "subscription_status")
+    search_fields = ("team__name", "stripe_customer_id", "stripe_subscription_id")
+    raw_id_fields = ("team",)
+    readonly_fields = ("subscription_synced_at", "metered_through", "created_at")
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    extra = 0
+    can_delete = False
+    readonly_fields = ("stripe_id", "description", "amount", "quantity", "period_start", "period_end", "price_id")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnly):
+    list_display = ("__str__", "team", "status", "total", "period_start", "due_date", "paid_at", "payment_failed_at")
+    list_filter = ("status",)
+    search_fields = ("stripe_id", "number", "team__name")
+    inlines = [InvoiceLineInline]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnly):
+    list_display = ("stripe_id", "type", "status", "attempts", "received_at", "processed_at")
+    list_filter = ("status", "type")
+    search_fields = ("stripe_id",)
+
+
+@admin.register(MeterReport)
+class MeterReportAdmin(ReadOnly):
+    list_display = ("team", "hour", "units", "status", "attempts", "sent_at")
+    list_filter = ("status",)
+
+
+@admin.register(Reconciliation)
+class ReconciliationAdmin(ReadOnly):
+    list_display = ("team", "day", "ours", "reported", "stripe", "error")

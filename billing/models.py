@@ -1,0 +1,291 @@
+"""Billing: plans and their price versions, each team's billing account, Stripe mirrors and the meter ledger.
+
+Money is Decimal (USD) in our own figures and integer cents where it mirrors Stripe.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Team
+
+
+class Plan(models.Model):
+    """A plan customers choose (Free, Pay as you go, Growth) or the operator assigns (Enterprise)."""
+
+    slug = models.SlugField(primary_key=True, max_length=32)
+    name = models.CharField(max_length=64)
+    tagline = models.CharField(max_length=200, blank=True)
+    self_serve = models.BooleanField(default=True, help_text="Teams can switch to it themselves (Checkout).")
+    requires_payment = models.BooleanField(default=True, help_text="Needs a Stripe subscription and a card.")
+    hard_cap = models.BooleanField(default=False, help_text="Keys stop when the allowance is used up (Free).")
+    invoiced = models.BooleanField(default=False, help_text="Invoiced with payment terms instead of card charges.")
+    sort_order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PlanVersion(models.Model):
+    """The prices of a plan from a date on. A period is rated with the version in effect when it starts, so a
+    new version never changes a period already begun or invoiced. `team` set: one team's custom prices."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="versions")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="custom_prices")
+    effective_from = models.DateTimeField()
+    monthly_fee = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    included_units = models.BigIntegerField(default=0, help_text="Units included each month.")
+    tiers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Graduated prices for units beyond the allowance: [{"up_to": 100000000, "per_million": "1.00"}, '
+        '..., {"up_to": null, "per_million": "0.60"}]; up_to counts overage units, cumulatively. Empty: '
+        "no overage is sold (hard cap).",
+    )
+    stripe_fee_price_id = models.CharField(max_length=64, blank=True)
+    stripe_usage_price_id = models.CharField(max_length=64, blank=True, help_text="Metered price on the meter.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["plan", "team", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "effective_from"], condition=models.Q(team__isnull=True), name="billing_version_once"
+            ),
+            models.UniqueConstraint(
+                fields=["plan", "team", "effective_from"],
+                condition=models.Q(team__isnull=False),
+                name="billing_team_version_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = f" for {self.team}" if self.team_id else ""
+        return f"{self.plan} from {self.effective_from:%Y-%m-%d}{who}"
+
+    def clean(self) -> None:
+        from billing.rating import TierError, parse_tiers
+
+        try:
+            parse_tiers(self.tiers)
+        except TierError as error:
+            raise ValidationError({"tiers": str(error)}) from error
+
+
+class SubscriptionStatus(models.TextChoices):
+    NONE = "none", "No subscription"
+    INCOMPLETE = "incomplete", "Incomplete"
+    TRIALING = "trialing", "Trialing"
+    ACTIVE = "active", "Active"
+    PAST_DUE = "past_due", "Past due"
+    UNPAID = "unpaid", "Unpaid"
+    CANCELED = "canceled", "Canceled"
+    INCOMPLETE_EXPIRED = "incomplete_expired", "Incomplete, expired"
+    PAUSED = "paused", "Paused"
+
+
+class BillingAccount(models.Model):
+    """A team's plan and its link to Stripe (customer created when first needed)."""
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="billing")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="accounts")
+    stripe_customer_id = models.CharField(max_length=64, blank=True, db_index=True)
+    stripe_subscription_id = models.CharField(max_length=64, blank=True, db_index=True)
+    subscription_status = models.CharField(
+        max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.NONE
+    )
+    cancel_at_period_end = models.BooleanField(default=False)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    subscription_synced_at = models.DateTimeField(null=True, blank=True)
+    card_brand = models.CharField(max_length=20, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+    card_exp_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    card_exp_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    metered_through = models.DateTimeField(
+        null=True, blank=True, help_text="Usage hours before this instant are in the meter ledger."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.team} on {self.plan}"
+
+    @property
+    def card_summary(self) -> str:
+        if not self.card_last4:
+            return ""
+        expires = f"{self.card_exp_month:02d}/{self.card_exp_year}"
+        return f"{self.card_brand.title()} ending {self.card_last4}, expires {expires}"
+
+
+class InvoiceStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    OPEN = "open", "Open"
+    PAID = "paid", "Paid"
+    VOID = "void", "Void"
+    UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+
+
+class Invoice(models.Model):
+    """A Stripe invoice, mirrored (amounts in cents, as Stripe has them)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invoices")
+    plan = models.ForeignKey(
+        Plan, on_delete=models.PROTECT, null=True, blank=True, help_text="The plan whose prices it bills."
+    )
+    stripe_id = models.CharField(max_length=64, unique=True)
+    number = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=InvoiceStatus.choices)
+    currency = models.CharField(max_length=3, default="usd")
+    subtotal = models.BigIntegerField(default=0)
+    tax = models.BigIntegerField(default=0)
+    total = models.BigIntegerField(default=0)
+    amount_due = models.BigIntegerField(default=0)
+    amount_paid = models.BigIntegerField(default=0)
+    amount_remaining = models.BigIntegerField(default=0)
+    period_start = models.DateTimeField(help_text="The usage period the invoice bills.")
+    period_end = models.DateTimeField()
+    created = models.DateTimeField()
+    due_date = models.DateTimeField(null=True, blank=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    payment_failed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a payment attempt first failed (cleared once paid or voided)."
+    )
+    payment_error = models.CharField(max_length=300, blank=True)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    hosted_invoice_url = models.URLField(max_length=500, blank=True)
+    invoice_pdf = models.URLField(max_length=500, blank=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["team", "-created"], name="billing_invoice_team_created")]
+
+    def __str__(self) -> str:
+        return self.number or self.stripe_id
+
+    @property
+    def overdue(self) -> bool:
+        return self.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE) and self.payment_failed_at is not None
+
+    def dollars(self, field: str) -> Decimal:
+        return Decimal(getattr(self, field)) / 100
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    stripe_id = models.CharField(max_length=64)
+    description = models.CharField(max_length=500, blank=True)
+    amount = models.BigIntegerField(help_text="Cents.")
+    quantity = models.BigIntegerField(null=True, blank=True)
+    period_start = models.DateTimeField(null=True, blank=True)
+    period_end = models.DateTimeField(null=True, blank=True)
+    price_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["invoice", "stripe_id"], name="billing_line_once")]
+
+    def __str__(self) -> str:
+        return self.description or self.stripe_id
+
+
+class EventStatus(models.TextChoices):
+    RECEIVED = "received", "Received"
+    PROCESSED = "processed", "Processed"
+    IGNORED = "ignored", "Ignored (type not handled)"
+    FAILED = "failed", "Failed"
+
+
+class StripeEvent(models.Model):
+    """A webhook delivery, stored before it is processed (the unique id makes a redelivery a no-op)."""
+
+    stripe_id = models.CharField(max_length=64, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    created = models.DateTimeField(help_text="When Stripe created the event.")
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=EventStatus.choices, default=EventStatus.RECEIVED)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["status", "received_at"], name="billing_event_status")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.stripe_id}"
+
+    @property
+    def object_id(self) -> str:
+        data: dict[str, Any] = self.payload.get("data", {}).get("object", {})
+        return str(data.get("id", ""))
+
+
+class MeterReportStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    SKIPPED = "skipped", "Nothing to send"
+    FAILED = "failed", "Failed"
+
+
+class MeterReport(models.Model):
+    """One hour of a team's billable units, reported to Stripe as one meter event. The identifier doubles as
+    the idempotency key, so sending a row again (a re-run, a retry) never counts it twice.
+
+    `units` is the rounded cumulative total of the period through this hour minus the same through the
+    previous hour, so the hours of a period add up to exactly the period's rounded units (rating's rule)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="meter_reports")
+    hour = models.DateTimeField()
+    period_start = models.DateTimeField()
+    cumulative = models.DecimalField(
+        max_digits=30, decimal_places=10, help_text="Exact billable units of the period through this hour."
+    )
+    units = models.BigIntegerField()
+    identifier = models.CharField(max_length=100, unique=True)
+    stripe_customer_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=MeterReportStatus.choices, default=MeterReportStatus.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["team", "hour"]
+        constraints = [models.UniqueConstraint(fields=["team", "hour"], name="billing_meter_hour_once")]
+        indexes = [models.Index(fields=["status", "hour"], name="billing_meter_status")]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.hour:%Y-%m-%d %H:00}: {self.units}"
+
+
+class Reconciliation(models.Model):
+    """One team-day: our billable units against Stripe's meter event summary for the same day."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="reconciliations")
+    day = models.DateField()
+    ours = models.BigIntegerField()
+    reported = models.BigIntegerField(help_text="What the meter ledger sent for the day.")
+    stripe = models.BigIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    checked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "team"]
+        constraints = [models.UniqueConstraint(fields=["team", "day"], name="billing_reconciliation_once")]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.day}: ours {self.ours}, Stripe {self.stripe}"
+
+    @property
+    def matches(self) -> bool:
+        return not self.error and self.stripe == self.ours == self.reported

@@ -1,0 +1,659 @@
+"""Billing services: plans for teams, Stripe customers, Checkout and the Portal, webhook events, invoices,
+dunning and the meter ledger.
+
+Stripe calls (billing.stripe_client) always happen outside database transactions: read what is needed,
+call Stripe, then write the result in a short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import Membership, Role, Team, User
+from accounts.services import audit_record
+from billing import rating, selectors, stripe_client
+from billing.models import (
+    BillingAccount,
+    EventStatus,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    MeterReport,
+    MeterReportStatus,
+    Plan,
+    PlanVersion,
+    Reconciliation,
+    StripeEvent,
+    SubscriptionStatus,
+)
+from project.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+PAYMENT_OVERDUE = "Payment overdue: an invoice is unpaid past the grace period."
+FREE_ALLOWANCE_USED = "The Free plan's monthly allowance is used up: upgrade, or keys resume next month."
+BILLING_REASONS = (PAYMENT_OVERDUE, FREE_ALLOWANCE_USED)
+NOTIFIED_ROLES = (Role.OWNER, Role.ADMIN, Role.FINANCE)
+
+
+def _utc(seconds: int | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
+
+
+def account_ensure(*, team: Team) -> BillingAccount:
+    """The team's billing account, created on the Free plan when first needed."""
+    account, _created = BillingAccount.objects.select_related("plan").get_or_create(
+        team=team, defaults={"plan": Plan.objects.get(slug=selectors.FREE)}
+    )
+    return account
+
+
+# --- customers, Checkout and the Customer Portal ---------------------------------------------------
+
+
+def _not_connected() -> ServiceError:
+    return ServiceError(
+        "payments_not_connected",
+        "Payments are not connected on this installation (no Stripe key), so plans cannot be bought here.",
+        status=409,
+    )
+
+
+def customer_ensure(*, team: Team) -> str:
+    """The team's Stripe customer id, creating the customer (keyed by team id in its metadata) if needed."""
+    account = account_ensure(team=team)
+    if account.stripe_customer_id:
+        return account.stripe_customer_id
+    owner = Membership.objects.select_related("user").filter(team=team, role=Role.OWNER).first()
+    customer = stripe_client.customer_create(
+        team_id=team.pk,
+        name=team.name,
+        email=owner.user.email if owner else "",
+        idempotency_key=f"customer-{team.pk}",  # two racing requests get the same customer back
+    )
+    BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer["id"])
+    account.refresh_from_db()
+    return account.stripe_customer_id
+
+
+def checkout_start(*, team: Team, plan_slug: str, actor: User, success_url: str, cancel_url: str) -> str:
+    """Start an upgrade: a Checkout Session for the plan (subscription mode). Returns the URL to send the user to."""
+    plan = Plan.objects.filter(slug=plan_slug, self_serve=True, requires_payment=True).first()
+    if plan is None:
+        raise ServiceError("unknown_plan", "Choose one of the plans on this page.", field="plan")
+    if not stripe_client.configured():
+        raise _not_connected()
+    account = account_ensure(team=team)
+    if account.plan_id == plan.slug and account.subscription_status in (
+        SubscriptionStatus.ACTIVE,
+        SubscriptionStatus.TRIALING,
+        SubscriptionStatus.PAST_DUE,
+    ):
+        raise ServiceError("already_on_plan", f"The team is already on {plan.name}.", field="plan")
+    version = selectors.version_for(team=team, plan=plan, at=timezone.now())
+    if version is None or not (version.stripe_usage_price_id or version.stripe_fee_price_id):
+        raise ServiceError(
+            "plan_not_for_sale", f"{plan.name} has no Stripe price yet; the operator needs to set it up.", status=409
+        )
+    customer = customer_ensure(team=team)
+    session = stripe_client.checkout_session_create(
+        customer=customer,
+        team_id=team.pk,
+        plan=plan.slug,
+        fee_price=version.stripe_fee_price_id,
+        usage_price=version.stripe_usage_price_id,
+        success_url=success_url,
+        cancel_url=cancel_url,
+        idempotency_key=f"checkout-{team.pk}-{uuid.uuid4().hex}",  # each click is a new attempt; retries reuse it
+    )
+    audit_record(action="billing.checkout_started", actor=actor, team=team, after={"plan": plan.slug})
+    return str(session["url"])
+
+
+def portal_start(*, team: Team, actor: User, return_url: str) -> str:
+    """A Customer Portal session (payment methods, invoices, cancel). Returns its URL."""
+    if not stripe_client.configured():
+        raise _not_connected()
+    account = selectors.account_of(team=team)
+    if account is None or not account.stripe_customer_id:
+        raise ServiceError("no_customer", "There is no payment method to manage yet: upgrade to a paid plan first.")
+    session = stripe_client.portal_session_create(
+        customer=account.stripe_customer_id, return_url=return_url, idempotency_key=f"portal-{uuid.uuid4().hex}"
+    )
+    audit_record(action="billing.portal_opened", actor=actor, team=team)
+    return str(session["url"])
+
+
+# --- webhook events ------------------------------------------------------------------------------
+
+
+def event_receive(*, payload: bytes, signature: str | None) -> tuple[StripeEvent, bool]:
+    """Verify and store a webhook delivery; queue its processing. A redelivery is recognised and changes
+    nothing. Raises stripe_client.BadSignatureError (nothing stored) when it does not verify."""
+    event = stripe_client.webhook_verify(payload, signature)
+    handled = event["type"] in HANDLERS
+    with transaction.atomic():
+        stored, created = StripeEvent.objects.get_or_create(
+            stripe_id=event["id"],
+            defaults={
+                "type": event["type"],
+                "created": _utc(event.get("created")) or timezone.now(),
+                "payload": event,
+                "status": EventStatus.RECEIVED if handled else EventStatus.IGNORED,
+            },
+        )
+        if created and handled:
+            from billing import tasks
+
+            transaction.on_commit(lambda: tasks.process_event.delay(stored.pk))
+    return stored, created
+
+
+def event_process(*, event_id: int) -> StripeEvent | None:
+    """Apply one stored event (re-reading its object from Stripe, so the order of deliveries does not
+    matter). Safe to run any number of times; a failure is recorded on the event for the operator."""
+    event = StripeEvent.objects.filter(pk=event_id).first()
+    if event is None or event.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+        return event
+    StripeEvent.objects.filter(pk=event.pk).update(attempts=F("attempts") + 1)
+    try:
+        HANDLERS[event.type](event)
+    except Exception as error:
+        logger.warning("stripe event %s (%s) failed: %s", event.stripe_id, event.type, error)
+        StripeEvent.objects.filter(pk=event.pk).update(status=EventStatus.FAILED, error=str(error)[:2000])
+    else:
+        StripeEvent.objects.filter(pk=event.pk).update(
+            status=EventStatus.PROCESSED, error="", processed_at=timezone.now()
+        )
+    event.refresh_from_db()
+    return event
+
+
+MAX_EVENT_ATTEMPTS = 6
+
+
+def events_due(*, now: datetime | None = None) -> list[StripeEvent]:
+    """Events to (re)process: received over 2 minutes ago and never processed (their task was lost), or failed
+    fewer than MAX_EVENT_ATTEMPTS times and last tried long enough ago (2, 4, 8… minutes)."""
+    now = now or timezone.now()
+    stuck = StripeEvent.objects.filter(status=EventStatus.RECEIVED, received_at__lt=now - timedelta(minutes=2))
+    failed = StripeEvent.objects.filter(status=EventStatus.FAILED, attempts__lt=MAX_EVENT_ATTEMPTS)
+    return list(stuck) + [event for event in failed if event.received_at <= now - timedelta(minutes=2**event.attempts)]
+
+
+def event_retry(*, event_id: int, actor: User) -> StripeEvent | None:
+    """The operator's retry of a failed event (processed now, in the request)."""
+    event = StripeEvent.objects.filter(pk=event_id, status=EventStatus.FAILED).first()
+    if event is None:
+        raise ServiceError("not_failed", "Only a failed event can be retried.", status=409)
+    audit_record(action="billing.event_retried", actor=actor, target_repr=f"{event.type} {event.stripe_id}")
+    return event_process(event_id=event.pk)
+
+
+def _account_for_customer(customer: str, *, team_id: Any = None) -> BillingAccount:
+    account = BillingAccount.objects.filter(stripe_customer_id=customer).select_related("team", "plan").first()
+    if account is None and team_id:
+        # Checkout created the customer for this team; the account may not have stored it if the request died.
+        account = BillingAccount.objects.filter(team_id=int(team_id)).select_related("team", "plan").first()
+        if account and not account.stripe_customer_id:
+            BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer)
+            account.refresh_from_db()
+        if account and account.stripe_customer_id != customer:
+            account = None
+    if account is None:
+        raise LookupError(f"No team has the Stripe customer {customer}.")
+    return account
+
+
+def _on_checkout_completed(event: StripeEvent) -> None:
+    session = stripe_client.checkout_session_retrieve(event.object_id)
+    account = _account_for_customer(
+        str(session.get("customer") or ""), team_id=(session.get("metadata") or {}).get("team_id")
+    )
+    if session.get("subscription"):
+        subscription_sync(account=account, subscription_id=str(session["subscription"]))
+
+
+def _on_subscription(event: StripeEvent) -> None:
+    data = event.payload["data"]["object"]
+    team_id = (data.get("metadata") or {}).get("team_id")
+    account = _account_for_customer(str(data.get("customer") or ""), team_id=team_id)
+    subscription_sync(account=account, subscription_id=event.object_id)
+
+
+ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
+
+
+def _plan_of_subscription(subscription: dict[str, Any]) -> Plan | None:
+    slug = (subscription.get("metadata") or {}).get("plan")
+    plan = Plan.objects.filter(slug=slug).first() if slug else None
+    if plan:
+        return plan
+    return _plan_of_prices({item["price"]["id"] for item in subscription.get("items", {}).get("data", [])
+                            if item.get("price")})  # fmt: skip
+
+
+def _plan_of_prices(prices: set[str]) -> Plan | None:
+    prices.discard("")
+    if not prices:
+        return None
+    version = (
+        PlanVersion.objects.filter(Q(stripe_fee_price_id__in=prices) | Q(stripe_usage_price_id__in=prices))
+        .select_related("plan")
+        .first()
+    )
+    return version.plan if version else None
+
+
+def subscription_sync(*, account: BillingAccount, subscription_id: str) -> BillingAccount:
+    """Bring the team's plan, subscription state and card in line with the subscription as Stripe has it now."""
+    fetched_at = timezone.now()
+    subscription = stripe_client.subscription_retrieve(subscription_id)
+    status = subscription.get("status", "")
+    plan = _plan_of_subscription(subscription)
+    items = subscription.get("items", {}).get("data", [])
+    period_end = subscription.get("current_period_end") or (items[0].get("current_period_end") if items else None)
+    card = subscription.get("default_payment_method")
+    with transaction.atomic():
+        account = BillingAccount.objects.select_for_update().select_related("plan").get(pk=account.pk)
+        if account.subscription_synced_at and account.subscription_synced_at > fetched_at:
+            return account  # a newer read of Stripe has been applied meanwhile
+        before = {"plan": account.plan_id, "status": account.subscription_status}
+        if status in ENDED:
+            if account.stripe_subscription_id in ("", subscription_id):
+                account.plan = Plan.objects.get(slug=selectors.FREE)
+                account.subscription_status = status
+                account.cancel_at_period_end = False
+        else:
+            if plan is None:
+                raise LookupError(f"Subscription {subscription_id} has no price of a known plan.")
+            if account.stripe_subscription_id != subscription_id or account.plan_id != plan.slug:
+                account.metered_through = timezone.now().replace(minute=0, second=0, microsecond=0)
+            account.plan = plan
+            account.stripe_subscription_id = subscription_id
+            account.subscription_status = status
+            account.cancel_at_period_end = bool(subscription.get("cancel_at_period_end"))
+            account.current_period_end = _utc(period_end)
+        if isinstance(card, dict) and card.get("card"):
+            account.card_brand = str(card["card"].get("brand", ""))[:20]
+            account.card_last4 = str(card["card"].get("last4", ""))[:4]
+            account.card_exp_month = card["card"].get("exp_month")
+            account.card_exp_year = card["card"].get("exp_year")
+        account.subscription_synced_at = fetched_at
+        account.save()
+        after = {"plan": account.plan_id, "status": account.subscription_status}
+        if after != before:
+            audit_record(action="billing.subscription_changed", team=account.team, before=before, after=after)
+        team = account.team
+        transaction.on_commit(lambda: enforce_team(team=team))
+    return account
+
+
+def _on_invoice(event: StripeEvent) -> None:
+    invoice_sync(invoice_id=event.object_id, event=event)
+
+
+FAILURE_EVENTS = ("invoice.payment_failed", "invoice.payment_action_required")
+
+
+def _line_price(line: dict[str, Any]) -> str:
+    pricing = (line.get("pricing") or {}).get("price_details") or {}
+    price = pricing.get("price") or (line.get("price") or {}).get("id") or ""
+    return str(price)[:64]
+
+
+def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoice:
+    """Mirror an invoice and its lines as Stripe has them now. A failed payment (payment_failed or
+    payment_action_required) starts the grace period from the earliest such event; paying or voiding ends it."""
+    data = stripe_client.invoice_retrieve(invoice_id)
+    account = _account_for_customer(str(data.get("customer") or ""))
+    transitions = data.get("status_transitions") or {}
+    status = str(data.get("status") or InvoiceStatus.DRAFT)
+    failed_event = event is not None and event.type in FAILURE_EVENTS
+    plan = _plan_of_prices({_line_price(line) for line in data.get("lines", {}).get("data", [])}) or account.plan
+    owed = status in selectors.UNPAID and int(data.get("amount_remaining") or 0) > 0
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().filter(stripe_id=invoice_id).first()
+        newly_overdue = False
+        failed_at = invoice.payment_failed_at if invoice else None
+        error = invoice.payment_error if invoice else ""
+        if not owed:
+            failed_at, error = None, ""
+        elif failed_event:
+            assert event is not None
+            if failed_at is None or event.created < failed_at:
+                newly_overdue = failed_at is None
+                failed_at = event.created
+            error = (
+                "Your bank asks for confirmation of the payment (e.g. 3-D Secure)."
+                if event.type == "invoice.payment_action_required"
+                else f"The payment attempt failed (attempt {data.get('attempt_count') or 1})."
+            )
+        fields = {
+            "team": account.team,
+            "plan": plan,
+            "number": str(data.get("number") or "")[:64],
+            "status": status,
+            "currency": str(data.get("currency") or "usd")[:3],
+            "subtotal": int(data.get("subtotal") or 0),
+            "total": int(data.get("total") or 0),
+            "tax": int(data.get("total") or 0) - int(data.get("total_excluding_tax") or data.get("total") or 0),
+            "amount_due": int(data.get("amount_due") or 0),
+            "amount_paid": int(data.get("amount_paid") or 0),
+            "amount_remaining": int(data.get("amount_remaining") or 0),
+            "period_start": _utc(data.get("period_start")) or timezone.now(),
+            "period_end": _utc(data.get("period_end")) or timezone.now(),
+            "created": _utc(data.get("created")) or timezone.now(),
+            "due_date": _utc(data.get("due_date")),
+            "paid_at": _utc(transitions.get("paid_at")) if status == InvoiceStatus.PAID else None,
+            "payment_failed_at": failed_at,
+            "payment_error": error[:300],
+            "attempt_count": int(data.get("attempt_count") or 0),
+            "hosted_invoice_url": str(data.get("hosted_invoice_url") or ""),
+            "invoice_pdf": str(data.get("invoice_pdf") or ""),
+            "synced_at": timezone.now(),
+        }
+        if invoice is None:
+            try:
+                with transaction.atomic():
+                    invoice = Invoice.objects.create(stripe_id=invoice_id, **fields)
+            except IntegrityError:  # another worker mirrored it first: update theirs
+                invoice = Invoice.objects.select_for_update().get(stripe_id=invoice_id)
+        for name, value in fields.items():
+            setattr(invoice, name, value)
+        invoice.save()
+        invoice.lines.all().delete()
+        InvoiceLine.objects.bulk_create(
+            InvoiceLine(
+                invoice=invoice,
+                stripe_id=str(line.get("id", ""))[:64],
+                description=str(line.get("description") or "")[:500],
+                amount=int(line.get("amount") or 0),
+                quantity=line.get("quantity"),
+                period_start=_utc((line.get("period") or {}).get("start")),
+                period_end=_utc((line.get("period") or {}).get("end")),
+                price_id=_line_price(line),
+            )
+            for line in data.get("lines", {}).get("data", [])
+        )
+        team = account.team
+        if newly_overdue:
+            saved = invoice
+            transaction.on_commit(lambda: _notify_payment_failed(team=team, invoice=saved))
+        transaction.on_commit(lambda: enforce_team(team=team))
+    return invoice
+
+
+def _notify_payment_failed(*, team: Team, invoice: Invoice) -> None:
+    from accounts import emails
+
+    overdue = selectors.Overdue(invoice, invoice.payment_failed_at + selectors.grace_period())  # type: ignore[operator]
+    link = settings.SITE_URL + reverse("billing_home", kwargs={"team_slug": team.slug})
+    recipients = Membership.objects.filter(team=team, role__in=NOTIFIED_ROLES).values_list("user__email", flat=True)
+    for email in sorted(set(recipients)):
+        emails.send(
+            template="payment_failed",
+            folder="billing/email",
+            to=email,
+            context={
+                "team": team,
+                "invoice": invoice,
+                "amount": f"${overdue.amount:,.2f}",
+                "suspend_at": overdue.suspend_at,
+                "action_required": "confirmation" in invoice.payment_error,
+                "pay_link": invoice.hosted_invoice_url or link,
+                "link": link,
+            },
+        )
+
+
+HANDLERS: dict[str, Callable[[StripeEvent], None]] = {
+    "checkout.session.completed": _on_checkout_completed,
+    "customer.subscription.created": _on_subscription,
+    "customer.subscription.updated": _on_subscription,
+    "customer.subscription.deleted": _on_subscription,
+    "invoice.created": _on_invoice,
+    "invoice.finalized": _on_invoice,
+    "invoice.paid": _on_invoice,
+    "invoice.payment_succeeded": _on_invoice,
+    "invoice.payment_failed": _on_invoice,
+    "invoice.payment_action_required": _on_invoice,
+    "invoice.voided": _on_invoice,
+    "invoice.marked_uncollectible": _on_invoice,
+    "invoice.updated": _on_invoice,
+}
+
+
+# --- dunning and the Free plan's hard stop -------------------------------------------------------
+
+
+def _suspension_reason(*, team: Team, now: datetime, units_this_period: int | None = None) -> str | None:
+    overdue = selectors.overdue_of(team=team)
+    if overdue and now >= overdue.suspend_at:
+        return PAYMENT_OVERDUE
+    account = selectors.account_of(team=team)
+    plan = selectors.plan_of(team=team, account=account)
+    if plan.hard_cap:
+        start, _end = rating.period_of(now)
+        version = selectors.version_for(team=team, plan=plan, at=start)
+        allowance = version.included_units if version else 0
+        if units_this_period is None:
+            exact = rating.billable_units(team=team, start=start, end=now + timedelta(hours=1))
+            units_this_period = int(sum(exact.values(), Decimal(0)).to_integral_value(ROUND_HALF_UP))
+        if units_this_period >= allowance:
+            return FREE_ALLOWANCE_USED
+    return None
+
+
+def enforce_team(*, team: Team, now: datetime | None = None, units_this_period: int | None = None) -> str | None:
+    """Suspend the team's keys for an invoice overdue past the grace period or a used-up Free allowance, and
+    restore them once neither holds. Suspensions made for other reasons (by the operator) are left alone."""
+    from endpoints.models import TeamSuspension
+    from endpoints.services import team_suspend, team_unsuspend
+
+    now = now or timezone.now()
+    reason = _suspension_reason(team=team, now=now, units_this_period=units_this_period)
+    current = TeamSuspension.objects.filter(team=team).values_list("reason", flat=True).first()
+    if current is not None and current not in BILLING_REASONS:
+        return current
+    if reason and reason != current:
+        team_suspend(team=team, reason=reason)
+    elif reason is None and current is not None:
+        team_unsuspend(team=team)
+    return reason
+
+
+def enforce_all(*, now: datetime | None = None) -> int:
+    """enforce_team for every team it could concern: an overdue invoice, a billing suspension, or a Free
+    plan with usage this period (their units in one query). Returns how many teams were checked."""
+    from analytics import selectors as usage
+    from endpoints.models import TeamSuspension
+
+    now = now or timezone.now()
+    start, _end = rating.period_of(now)
+    rows = usage.usage_by(team=None, start=start, end=now + timedelta(hours=1), by=("team", "service", "method"),
+                          fields=rating.RATING_FIELDS)  # fmt: skip
+    services = rating.catalog()
+    per_team: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        per_team.setdefault(row["team_id"], []).append(row)
+    free_with_usage = set(
+        BillingAccount.objects.filter(plan__hard_cap=True, team_id__in=per_team).values_list("team_id", flat=True)
+    ) | set(Team.objects.filter(pk__in=per_team, billing__isnull=True).values_list("pk", flat=True))
+    team_ids = (
+        free_with_usage
+        | set(Invoice.objects.filter(payment_failed_at__isnull=False).values_list("team_id", flat=True))
+        | set(TeamSuspension.objects.filter(reason__in=BILLING_REASONS).values_list("team_id", flat=True))
+    )
+    for team in Team.objects.filter(pk__in=team_ids):
+        exact = rating.exact_units_of(per_team.get(team.pk, []), services)
+        units = int(sum(exact.values(), Decimal(0)).to_integral_value(ROUND_HALF_UP))
+        try:
+            enforce_team(team=team, now=now, units_this_period=units)
+        except Exception:
+            logger.exception("billing enforcement failed for team %s", team.pk)
+    return len(team_ids)
+
+
+# --- the meter ledger ----------------------------------------------------------------------------
+
+# An hour is reported once compaction has written it: closed hours are compacted at once, every 15 s.
+SETTLE = timedelta(minutes=5)
+MAX_SEND_ATTEMPTS = 8
+
+
+def _rounded(value: Decimal) -> int:
+    return int(value.to_integral_value(ROUND_HALF_UP))
+
+
+def meter_record(*, team: Team, now: datetime | None = None) -> int:
+    """Add the team's closed, unreported hours to the meter ledger (one row per hour with usage). Each row's
+    units are the rounded cumulative units of the period through that hour minus those through the hour
+    before, so a period's rows add up to exactly its rated units. Returns how many rows were added."""
+    now = now or timezone.now()
+    account = selectors.account_of(team=team)
+    if account is None or not account.stripe_customer_id or account.metered_through is None:
+        return 0
+    last = (now - SETTLE).replace(minute=0, second=0, microsecond=0)  # hours before this one are closed
+    first = account.metered_through
+    if first >= last:
+        return 0
+    rows = rating_rows_by_hour(team=team, start=first, end=last)
+    services = rating.catalog()
+    added = []
+    with transaction.atomic():
+        locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
+        if locked.metered_through != first:
+            return 0  # another run recorded these hours meanwhile
+        previous = MeterReport.objects.filter(team=team, hour__lt=first).order_by("-hour").first()
+        for hour in sorted(rows):
+            period_start, _end = rating.period_of(hour)
+            before = previous.cumulative if previous and previous.period_start == period_start else Decimal(0)
+            exact = sum(rating.exact_units_of(rows[hour], services).values(), Decimal(0))
+            cumulative = before + exact
+            units = _rounded(cumulative) - _rounded(before)
+            previous = MeterReport(
+                team=team,
+                hour=hour,
+                period_start=period_start,
+                cumulative=cumulative,
+                units=units,
+                identifier=f"gatehouse-{team.pk}-{hour:%Y%m%dT%H}",
+                stripe_customer_id=locked.stripe_customer_id,
+                status=MeterReportStatus.PENDING if units > 0 else MeterReportStatus.SKIPPED,
+            )
+            added.append(previous)
+        MeterReport.objects.bulk_create(added)
+        locked.metered_through = last
+        locked.save(update_fields=["metered_through"])
+    return len(added)
+
+
+def rating_rows_by_hour(*, team: Team, start: datetime, end: datetime) -> dict[datetime, list[dict[str, Any]]]:
+    from analytics import selectors as usage
+
+    per_hour: dict[datetime, list[dict[str, Any]]] = {}
+    for row in usage.usage_by(team=team, start=start, end=end, by=("service", "method"), fields=rating.RATING_FIELDS,
+                              hourly=True):  # fmt: skip
+        per_hour.setdefault(row["bucket"], []).append(row)
+    return per_hour
+
+
+def meter_send(*, team: Team) -> tuple[int, int]:
+    """Send the team's unsent ledger rows to Stripe, oldest first (each once: the identifier is the idempotency
+    key). Returns (sent, failed)."""
+    sent = failed = 0
+    pending = MeterReport.objects.filter(
+        team=team, status__in=(MeterReportStatus.PENDING, MeterReportStatus.FAILED), attempts__lt=MAX_SEND_ATTEMPTS
+    ).order_by("hour")
+    for report in pending:
+        MeterReport.objects.filter(pk=report.pk).update(attempts=F("attempts") + 1)
+        try:
+            stripe_client.meter_event_create(
+                customer=report.stripe_customer_id, value=report.units, timestamp=report.hour,
+                identifier=report.identifier,
+            )  # fmt: skip
+        except stripe_client.StripeCallError as error:
+            if error.code == "duplicate_meter_event":  # Stripe has it already (sent by a run that died after)
+                MeterReport.objects.filter(pk=report.pk).update(status=MeterReportStatus.SENT, sent_at=timezone.now())
+                sent += 1
+                continue
+            MeterReport.objects.filter(pk=report.pk).update(status=MeterReportStatus.FAILED, error=str(error)[:500])
+            failed += 1
+            break  # keep the hours in order; the next run retries from here
+        MeterReport.objects.filter(pk=report.pk).update(status=MeterReportStatus.SENT, sent_at=timezone.now(), error="")
+        sent += 1
+    return sent, failed
+
+
+def metered_teams() -> list[Team]:
+    return list(
+        Team.objects.filter(billing__stripe_customer_id__gt="", billing__metered_through__isnull=False).order_by("pk")
+    )
+
+
+# --- reconciliation ------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileResult:
+    checked: int = 0
+    differences: int = 0
+
+
+def reconcile_day(*, team: Team, day: datetime) -> Reconciliation:
+    """Compare one UTC day of the team's billable units — ours from the rollups now, what the ledger sent,
+    and what Stripe's meter summed — and store the result (the operator page lists differences)."""
+    start = day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = start + timedelta(days=1)
+    period_start, _end = rating.period_of(start)
+    to_start = sum(rating.billable_units(team=team, start=period_start, end=start).values(), Decimal(0))
+    to_end = to_start + sum(rating.billable_units(team=team, start=start, end=end).values(), Decimal(0))
+    ours = _rounded(to_end) - _rounded(to_start)
+    reported = (
+        MeterReport.objects.filter(team=team, hour__gte=start, hour__lt=end, status=MeterReportStatus.SENT).aggregate(
+            n=Sum("units")
+        )["n"]
+        or 0
+    )
+    account = selectors.account_of(team=team)
+    stripe_total, error = None, ""
+    try:
+        if account is None or not account.stripe_customer_id:
+            raise stripe_client.NotConfiguredError("The team has no Stripe customer.")
+        summaries = stripe_client.meter_event_summaries(customer=account.stripe_customer_id, start=start, end=end)
+        stripe_total = sum(int(Decimal(str(s.get("aggregated_value") or 0))) for s in summaries)
+    except (stripe_client.StripeCallError, stripe_client.NotConfiguredError) as failure:
+        error = str(failure)[:300]
+    result, _created = Reconciliation.objects.update_or_create(
+        team=team,
+        day=start.date(),
+        defaults={"ours": ours, "reported": reported, "stripe": stripe_total, "error": error},
+    )
+    return result
+
+
+def reconcile(*, day: datetime | None = None) -> ReconcileResult:
+    """Reconcile yesterday (or `day`) for every metered team."""
+    day = day or timezone.now() - timedelta(days=1)
+    result = ReconcileResult()
+    for team in metered_teams():
+        row = reconcile_day(team=team, day=day)
+        result.checked += 1
+        result.differences += 0 if row.matches else 1
+        if not row.matches:
+            logger.warning("meter reconciliation differs for team %s on %s", team.pk, row.day,
+                           extra={"ours": row.ours, "reported": row.reported, "stripe": row.stripe})  # fmt: skip
+    return result

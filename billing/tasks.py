@@ -1,0 +1,61 @@
+"""Billing tasks: each takes ids, calls one service, and is safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from billing import services, stripe_client
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def process_event(event_id: int) -> str | None:
+    """Apply one stored Stripe event (queued on commit by the webhook view)."""
+    event = services.event_process(event_id=event_id)
+    return event.status if event else None
+
+
+@shared_task(ignore_result=True)
+def sweep_events() -> int:
+    """Queue events whose processing never ran (a lost task) or failed (with backoff), every 5 minutes."""
+    due = services.events_due()
+    for event in due:
+        process_event.delay(event.pk)
+    return len(due)
+
+
+@shared_task(ignore_result=True)
+def enforce_all() -> int:
+    """Suspend or restore keys for overdue invoices and used-up Free allowances (every minute)."""
+    return services.enforce_all()
+
+
+@shared_task(ignore_result=True)
+def report_usage() -> dict[str, int]:
+    """Record closed hours in the meter ledger and send them to Stripe (hourly)."""
+    totals = {"recorded": 0, "sent": 0, "failed": 0}
+    if not stripe_client.configured():
+        return totals
+    for team in services.metered_teams():
+        try:
+            totals["recorded"] += services.meter_record(team=team)
+            sent, failed = services.meter_send(team=team)
+        except Exception:
+            logger.exception("usage report failed for team %s", team.pk)
+            totals["failed"] += 1
+            continue
+        totals["sent"] += sent
+        totals["failed"] += failed
+    return totals
+
+
+@shared_task(ignore_result=True)
+def reconcile() -> dict[str, int]:
+    """Yesterday's billable units: ours against what Stripe's meter summed (nightly)."""
+    if not stripe_client.configured():
+        return {"checked": 0, "differences": 0}
+    result = services.reconcile()
+    return {"checked": result.checked, "differences": result.differences}
