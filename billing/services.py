@@ -63,6 +63,14 @@ def account_ensure(*, team: Team) -> BillingAccount:
 # --- customers, Checkout and the Customer Portal ---------------------------------------------------
 
 
+LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE,
+        SubscriptionStatus.UNPAID, SubscriptionStatus.INCOMPLETE, SubscriptionStatus.PAUSED)  # fmt: skip
+
+
+def has_live_subscription(account: BillingAccount | None) -> bool:
+    return bool(account and account.stripe_subscription_id and account.subscription_status in LIVE)
+
+
 def _not_connected() -> ServiceError:
     return ServiceError(
         "payments_not_connected",
@@ -96,12 +104,13 @@ def checkout_start(*, team: Team, plan_slug: str, actor: User, success_url: str,
     if not stripe_client.configured():
         raise _not_connected()
     account = account_ensure(team=team)
-    if account.plan_id == plan.slug and account.subscription_status in (
-        SubscriptionStatus.ACTIVE,
-        SubscriptionStatus.TRIALING,
-        SubscriptionStatus.PAST_DUE,
-    ):
-        raise ServiceError("already_on_plan", f"The team is already on {plan.name}.", field="plan")
+    if has_live_subscription(account):
+        # A second Checkout would start a second subscription: paid plans change in place, in the Portal.
+        raise ServiceError(
+            "has_subscription",
+            "The team already has a subscription: switch plans in the billing portal, where the change is prorated.",
+            field="plan",
+        )
     version = selectors.version_for(team=team, plan=plan, at=timezone.now())
     if version is None or not (version.stripe_usage_price_id or version.stripe_fee_price_id):
         raise ServiceError(
@@ -614,10 +623,14 @@ class ReconcileResult:
 
 
 def reconcile_day(*, team: Team, day: datetime) -> Reconciliation:
-    """Compare one UTC day of the team's billable units — ours from the rollups now, what the ledger sent,
-    and what Stripe's meter summed — and store the result (the operator page lists differences)."""
+    """Compare one UTC day of the team's billable units (its hours reported so far) — ours from the rollups
+    now, what the ledger sent, and what Stripe's meter summed — and store the result (the operator page
+    lists differences)."""
     start = day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=1)
+    account = selectors.account_of(team=team)
+    if account and account.metered_through and start < account.metered_through < end:
+        end = account.metered_through  # the hours of the day reported so far
     period_start, _end = rating.period_of(start)
     to_start = sum(rating.billable_units(team=team, start=period_start, end=start).values(), Decimal(0))
     to_end = to_start + sum(rating.billable_units(team=team, start=start, end=end).values(), Decimal(0))
@@ -628,7 +641,6 @@ def reconcile_day(*, team: Team, day: datetime) -> Reconciliation:
         )["n"]
         or 0
     )
-    account = selectors.account_of(team=team)
     stripe_total, error = None, ""
     try:
         if account is None or not account.stripe_customer_id:

@@ -87,7 +87,8 @@ def billing_home(request: HttpRequest) -> HttpResponse:
 @team_view(GET="billing.view")
 def billing_plans(request: HttpRequest) -> HttpResponse:
     team = request.team  # type: ignore[attr-defined]
-    current = selectors.plan_of(team=team)
+    account = selectors.account_of(team=team)
+    current = selectors.plan_of(team=team, account=account)
     now = datetime.now(UTC)
     plans = [(plan, selectors.version_for(team=team, plan=plan, at=now)) for plan in Plan.objects.all()]
     return render(
@@ -96,6 +97,7 @@ def billing_plans(request: HttpRequest) -> HttpResponse:
         {
             "plans": plans,
             "current": current,
+            "subscribed": services.has_live_subscription(account),
             "connected": stripe_client.configured(),
             "can_manage": can(request.membership.role, "billing.manage"),  # type: ignore[attr-defined]
         },

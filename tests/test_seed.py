@@ -16,3 +16,26 @@ def test_seed_demo_is_idempotent_and_its_login_works(client):
     response = client.post("/accounts/login/", {"login": DEMO_EMAIL, "password": DEMO_PASSWORD})
     assert response.status_code == 302
     assert client.get("/").url == f"/t/{team.slug}/"
+
+
+@pytest.mark.django_db
+def test_the_demo_team_is_on_growth_with_paid_open_and_failed_invoices(client):
+    from billing import selectors
+    from billing.models import Invoice
+
+    call_command("seed_demo", stdout=None)
+    call_command("seed_demo", stdout=None)
+    team = Team.objects.get(name=DEMO_TEAM_NAME)
+    assert selectors.plan_of(team=team).slug == "growth"
+    invoices = Invoice.objects.filter(team=team)
+    assert sorted(invoices.values_list("status", flat=True)) == ["open", "open", "paid", "paid"]
+    overdue = selectors.overdue_of(team=team)
+    assert overdue is not None
+    assert overdue.invoice.number.startswith("ACME-")
+    # The monthly invoices add up to what the ledger rates their months at.
+    for invoice in invoices.exclude(number="ACME-SETUP"):
+        assert selectors.invoice_breakdown(team=team, invoice=invoice).difference == 0
+    client.post("/accounts/login/", {"login": DEMO_EMAIL, "password": DEMO_PASSWORD})
+    page = client.get(f"/t/{team.slug}/billing/invoices/").content.decode()
+    assert "Payment failed" in page
+    assert page.count("Paid</span>") == 2

@@ -11,7 +11,7 @@ from django.core import mail
 
 from billing import services
 from billing.models import BillingAccount, Invoice, Plan, PlanVersion
-from billing.tests.conftest import aggregate, growth_subscription, post_event, relays
+from billing.tests.fixtures import aggregate, growth_subscription, post_event, relays
 from endpoints.models import TeamSuspension
 from endpoints.services import gateway_credential_create, team_suspend
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from billing import rating, selectors
 from billing.models import BillingAccount, Plan, PlanVersion
 from billing.rating import Prices, Tier, TierError, apportion, overage_amount, parse_tiers, rate
-from billing.tests.conftest import aggregate, relays
+from billing.tests.fixtures import aggregate, relays
 
 D = Decimal
 GROWTH = Prices(D("49.00"), 100_000_000, (Tier(None, D("0.70")),))

@@ -138,3 +138,29 @@ def test_without_stripe_every_billing_page_works_and_says_payments_are_not_conne
     page = client.get(checkout(client, team_a)["Location"]).content.decode()
     assert "Payments are not connected on this installation" in page
     assert not BillingAccount.objects.filter(team=team_a).exclude(stripe_customer_id="").exists()
+
+
+def test_a_team_with_a_subscription_switches_plans_in_the_portal_not_a_second_checkout(
+    client_for, owner_a, team_a, stripe_fake, stripe_prices
+):
+    BillingAccount.objects.create(team=team_a, plan=Plan.objects.get(slug="growth"), stripe_customer_id="cus_a",
+                                  stripe_subscription_id="sub_a", subscription_status="active")  # fmt: skip
+    client = client_for(owner_a)
+    page = client.get(checkout(client, team_a, plan="payg")["Location"]).content.decode()
+    assert "already has a subscription: switch plans in the billing portal" in page
+    assert stripe_fake.calls == []
+    plans = client.get(f"/t/{team_a.slug}/billing/plans/").content.decode()
+    assert "Switch in the billing portal" in plans
+    assert 'name="plan"' not in plans
+
+
+def test_the_vendored_stripe_examples_are_stripes_own():
+    """The fake builds its answers from a copy of ../shared/stripe/fixtures3.json kept beside it."""
+    from pathlib import Path
+
+    from billing.tests.stripe_fake import FIXTURES_PATH
+
+    shared = Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json"
+    if not shared.exists():
+        pytest.skip("no ../shared checkout beside this repository")
+    assert FIXTURES_PATH.read_bytes() == shared.read_bytes()

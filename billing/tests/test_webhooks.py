@@ -10,7 +10,7 @@ import pytest
 
 from billing import services
 from billing.models import BillingAccount, EventStatus, Invoice, Plan, StripeEvent
-from billing.tests.conftest import WEBHOOK_SECRET, epoch, growth_subscription, post_event
+from billing.tests.fixtures import WEBHOOK_SECRET, epoch, growth_subscription, post_event
 from billing.tests.stripe_fake import sign
 
 pytestmark = pytest.mark.django_db
