@@ -15,6 +15,7 @@ from bisect import bisect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -123,6 +124,8 @@ class ServiceProfile:
     method_compute_units: Mapping[str, int]
     methods: tuple[MethodProfile, ...]
     method_cum_weights: tuple[float, ...]
+    input_price: Decimal = Decimal(0)  # USD per million tokens (LLM)
+    output_price: Decimal = Decimal(0)
 
     @classmethod
     def from_catalog(cls, service_id: str, allowed_methods: Sequence[str] = ()) -> ServiceProfile | None:
@@ -150,11 +153,18 @@ class ServiceProfile:
             method_compute_units=overrides,
             methods=methods,
             method_cum_weights=_cumulative(weights.values()),
+            input_price=Decimal(spec["input_price_per_million"] or 0),
+            output_price=Decimal(spec["output_price_per_million"] or 0),
         )
 
     def units_for(self, method: str) -> int:
         """Compute units of an RPC method: its override, else the service default."""
         return self.method_compute_units.get(method, self.compute_units)
+
+    def token_units(self, input_tokens: int, output_tokens: int) -> int:
+        """An LLM relay's units: its tokens at the model's list prices, 1,000,000 units = $1 (as billing rates them)."""
+        value = input_tokens * self.input_price + output_tokens * self.output_price
+        return int(value.to_integral_value(ROUND_HALF_UP))
 
 
 def _method_profile(name: str, family: str, kind: str, units: int) -> MethodProfile:
@@ -319,7 +329,7 @@ def make_record(rng: random.Random, key: SimKey, ts: datetime) -> dict[str, Any]
     output_tokens: int | None = None
     if is_llm:
         latency, req_bytes, resp_bytes, input_tokens, output_tokens = _llm_relay(rng, service, method.name)
-        units = input_tokens + output_tokens
+        units = service.token_units(input_tokens, output_tokens)
     else:
         latency = rng.lognormvariate(math.log(method.latency_median_ms), RPC_SIGMA)
         req_bytes = rng.randint(400, 1600) if method.name in SEND_METHODS else rng.randint(150, 600)  # signed txs

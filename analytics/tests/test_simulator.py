@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 from typing import Any
@@ -128,7 +129,7 @@ def test_error_rates_outside_incidents_and_inside_one() -> None:
             assert record["status"] in expected[record["error_class"]]
 
 
-def test_units_are_compute_units_for_rpc_and_tokens_for_llm() -> None:
+def test_units_are_compute_units_for_rpc_and_priced_tokens_for_llm() -> None:
     key = sim_key("eth-mainnet", "solana", "llama-3.1-70b-instruct")
     records = records_at_random_times(key, 10_000)
 
@@ -139,7 +140,11 @@ def test_units_are_compute_units_for_rpc_and_tokens_for_llm() -> None:
         elif spec["kind"] == "rpc":
             assert record["units"] == spec["method_compute_units"].get(record["method"], spec["compute_units"])
         else:
-            assert record["units"] == record["input_tokens"] + record["output_tokens"]
+            # Tokens at list price, 1M units = $1: what billing rates them at (rounded per relay here).
+            exact = record["input_tokens"] * spec["input_price_per_million"] + (
+                record["output_tokens"] * spec["output_price_per_million"]
+            )
+            assert abs(record["units"] - exact) <= Decimal("0.5")
             if record["method"] == "embeddings":
                 assert record["output_tokens"] == 0
             else:
