@@ -309,21 +309,23 @@ class RunResult:
     upserted_rows: int = 0
     seconds: float = 0.0
     deadlocks: int = 0
+    full: bool = False  # the run took as much as its budget allowed: more may be waiting
 
 
-def _candidates(cursor: object, max_batches: int, max_records: int) -> list[int]:
-    """The oldest pending batches that fit the run's budget (at least one)."""
+def _candidates(cursor: object, max_batches: int, max_records: int) -> tuple[list[int], bool]:
+    """The oldest pending batches that fit the run's budget (at least one), and whether the budget is used up."""
     cursor.execute(  # type: ignore[attr-defined]
         "SELECT id, record_count FROM analytics_ingestbatch WHERE aggregated_at IS NULL ORDER BY id LIMIT %s",
         [max_batches],
     )
+    rows = cursor.fetchall()  # type: ignore[attr-defined]
     chosen, records = [], 0
-    for batch_id, count in cursor.fetchall():  # type: ignore[attr-defined]
+    for batch_id, count in rows:
         if chosen and records + count > max_records:
-            break
+            return chosen, True
         chosen.append(batch_id)
         records += count
-    return chosen
+    return chosen, len(rows) == max_batches
 
 
 def aggregate_once(*, max_batches: int = DEFAULT_MAX_BATCHES, max_records: int = DEFAULT_MAX_RECORDS) -> RunResult:
@@ -333,7 +335,7 @@ def aggregate_once(*, max_batches: int = DEFAULT_MAX_BATCHES, max_records: int =
     ensure_all_partitions_today()
     with transaction.atomic():
         with connection.cursor() as cursor:
-            candidates = _candidates(cursor, max_batches, max_records)
+            candidates, result.full = _candidates(cursor, max_batches, max_records)
             if not candidates:
                 return result
             cursor.execute(  # another run may have claimed some meanwhile: skip those
@@ -359,9 +361,17 @@ def aggregate_once(*, max_batches: int = DEFAULT_MAX_BATCHES, max_records: int =
 
 
 def aggregate_pending(
-    *, time_budget_seconds: float = 20.0, max_batches: int = DEFAULT_MAX_BATCHES, max_records: int = DEFAULT_MAX_RECORDS
+    *,
+    time_budget_seconds: float = 20.0,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    max_records: int = DEFAULT_MAX_RECORDS,
+    drain: bool = True,
 ) -> RunResult:
-    """Run aggregate_once until nothing is pending (for this run to claim) or the time budget is spent."""
+    """Run aggregate_once until nothing is pending (for this run to claim) or the time budget is spent.
+
+    With drain=False it stops after a run that was not full: what arrived meanwhile waits for the next
+    run, so runs come at the pace of their trigger and each shares its upserts among more records.
+    """
     total = RunResult()
     deadline = time.monotonic() + time_budget_seconds
     while time.monotonic() < deadline:
@@ -379,4 +389,6 @@ def aggregate_pending(
         total.records += run.records
         total.upserted_rows += run.upserted_rows
         total.seconds += run.seconds
+        if not drain and not run.full:
+            break
     return total

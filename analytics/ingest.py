@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, NamedTuple
 
 import msgspec
+from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -344,8 +345,8 @@ def _copy_rows(batch_id: int, rows: list[_Row], keys: dict[str, tuple[int, int, 
 
 
 def nudge_aggregation() -> None:
-    """Queue an aggregation run soon after a commit — at most one nudge a second (beat sweeps anyway)."""
-    if cache.add("ingest:aggregation-nudge", 1, timeout=1):
+    """Queue an aggregation run after a commit — at most one per AGGREGATION_INTERVAL_SECONDS (beat sweeps anyway)."""
+    if cache.add("ingest:aggregation-nudge", 1, timeout=settings.AGGREGATION_INTERVAL_SECONDS):
         from analytics.tasks import aggregate_pending
 
         try:

@@ -407,5 +407,7 @@ def usage(team_a, owner_a) -> UsageEnv:
     key, _ = api_key_create(endpoint=endpoint, name="server", actor=owner_a)
     llm_key, _ = api_key_create(endpoint=endpoint, name="assistant", actor=owner_a)
     _credential, secret = gateway_credential_create(name="eu-west-1")
-    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    # Second 55 of the last whole minute: record(n) goes back at most 50 s, so a default set of records sits in
+    # one minute (and so one hour and day) whatever the time of day the test runs at.
+    now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=5)
     return UsageEnv(endpoint, key, llm_key, Client(HTTP_AUTHORIZATION=f"Bearer {secret}"), now)

@@ -284,3 +284,24 @@ def test_raising_the_retention_never_collides_with_rows_in_the_default_partition
     settings.RAW_RETENTION_DAYS = 30
     partitions.ensure_partitions("analytics_relay")  # must not try to create the older days
     assert min(partitions.existing_days("analytics_relay")) == oldest
+
+
+def test_a_run_reports_whether_it_used_up_its_budget(usage, team_a):
+    for _ in range(3):
+        assert usage.post([usage.record(n) for n in range(10)]).status_code == 202
+    first = aggregation.aggregate_once(max_batches=2)
+    assert (first.batches, first.full) == (2, True)  # two of three: more is waiting
+    last = aggregation.aggregate_once(max_batches=2)
+    assert (last.batches, last.full) == (1, False)
+    for _ in range(2):
+        usage.post([usage.record(n) for n in range(10)])
+    by_records = aggregation.aggregate_once(max_records=15)
+    assert (by_records.batches, by_records.full) == (1, True)  # the record budget ran out first
+
+
+def test_paced_runs_still_drain_a_backlog_that_fills_them(usage, team_a):
+    for _ in range(5):
+        usage.post([usage.record(n) for n in range(10)])
+    run = aggregation.aggregate_pending(max_batches=2, drain=False)
+    assert (run.batches, run.records) == (5, 50)  # 2 + 2 (full, so on at once) + 1 (not full: stop)
+    assert not IngestBatch.objects.filter(aggregated_at__isnull=True).exists()
