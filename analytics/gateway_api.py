@@ -44,8 +44,12 @@ class UsageIngestAPI(APIView):
             "status, error_class, latency_ms, req_bytes, resp_bytes, units, input_tokens, output_tokens, region), "
             "optionally with `Content-Encoding: gzip`. At most 10 MB decompressed and 50,000 records (413 beyond). "
             "`Idempotency-Key` is required: resending the same key with the same body returns the original answer "
-            "and counts nothing twice; the same key with a different body is 409. Any invalid record refuses the "
-            "whole batch with 422, listing line numbers and reasons; nothing is stored. 202 means the batch is "
+            "and counts nothing twice; the same key with a different body is 409. Any malformed record (wrong type, "
+            "out of range, `id`/`method`/`region` outside printable ASCII, a duplicate id) refuses the whole batch "
+            "with 422, listing line numbers and reasons; nothing is stored. A well-formed record that cannot be "
+            "attributed — an unknown or deleted key, a key of another endpoint, an unknown service — does not block "
+            "the batch: it is stored in the operator's quarantine and counted in `quarantined`. Several "
+            "concatenated gzip members are one body; bytes after the last member are 400. 202 means the batch is "
             "committed: it will be counted exactly once, whatever happens to the aggregation."
         ),
         parameters=[
@@ -65,7 +69,14 @@ class UsageIngestAPI(APIView):
                 "UsageAccepted",
                 {
                     "batch_id": serializers.IntegerField(),
-                    "records": serializers.IntegerField(),
+                    "records": serializers.IntegerField(help_text="Records stored and counted."),
+                    "quarantined": serializers.IntegerField(
+                        help_text="Well-formed records set aside for the operator (not counted for any team)."
+                    ),
+                    "quarantine_reasons": serializers.DictField(
+                        child=serializers.IntegerField(),
+                        help_text="Quarantined records per reason: unknown_key, endpoint_mismatch, unknown_service.",
+                    ),
                     "status": serializers.CharField(),
                     "replayed": serializers.BooleanField(
                         help_text="True when this answers a repeated Idempotency-Key."

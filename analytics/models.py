@@ -23,7 +23,10 @@ class IngestBatch(models.Model):
     gateway = models.ForeignKey(GatewayCredential, on_delete=models.PROTECT, related_name="+")
     idempotency_key = models.CharField(max_length=128)
     body_sha256 = models.CharField(max_length=64)
-    record_count = models.PositiveIntegerField()
+    record_count = models.PositiveIntegerField(help_text="Records stored in the relay log (and so in the rollups).")
+    quarantined_count = models.PositiveIntegerField(
+        default=0, help_text="Well-formed records set aside in the quarantine: not attributable to a key or service."
+    )
     min_ts = models.DateTimeField()
     max_ts = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)
@@ -40,6 +43,38 @@ class IngestBatch(models.Model):
 
     def __str__(self) -> str:
         return f"batch {self.id} ({self.record_count} records)"
+
+
+class QuarantineReason(models.TextChoices):
+    UNKNOWN_KEY = "unknown_key", "Unknown key (never existed, or its team was deleted)"
+    ENDPOINT_MISMATCH = "endpoint_mismatch", "The key belongs to another endpoint"
+    UNKNOWN_SERVICE = "unknown_service", "Service not in the catalog"
+
+
+class QuarantinedRecord(models.Model):
+    """A well-formed usage record the gateway sent that no team can be billed for as it stands. Kept (never
+    dropped silently) for the operator to see, and counted in the batch's 202; it never blocks the batch."""
+
+    id = models.BigAutoField(primary_key=True)
+    batch = models.ForeignKey(IngestBatch, on_delete=models.CASCADE, related_name="quarantined")
+    gateway = models.ForeignKey(GatewayCredential, on_delete=models.PROTECT, related_name="+")
+    line = models.PositiveIntegerField(help_text="Line of the record in its batch.")
+    reason = models.CharField(max_length=32, choices=QuarantineReason.choices)
+    detail = models.CharField(max_length=300)
+    team_id = models.IntegerField(null=True, blank=True, help_text="The key's team, when the key is known.")
+    relay_id = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=32)
+    endpoint_id = models.CharField(max_length=24)
+    service = models.CharField(max_length=64)
+    ts = models.DateTimeField()
+    record = models.JSONField(help_text="The record as the gateway sent it.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["received_at"], name="analytics_quarantine_received")]
+
+    def __str__(self) -> str:
+        return f"{self.relay_id} ({self.get_reason_display()})"
 
 
 class Relay(models.Model):

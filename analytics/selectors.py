@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import BigIntegerField, Case, F, Func, Max, QuerySet, Sum, Value, When
+from django.db.models import BigIntegerField, Case, Count, F, Func, Max, QuerySet, Sum, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -23,6 +23,8 @@ from analytics.models import (
     LatencyDay,
     LatencyHour,
     LatencyMinute,
+    QuarantinedRecord,
+    QuarantineReason,
     RollupDay,
     RollupHour,
     RollupMinute,
@@ -420,3 +422,28 @@ def ingestion_health() -> IngestionHealth:
         oldest_pending_age_seconds=round((now - oldest).total_seconds(), 1) if oldest else 0.0,
         records_last_minute=recent["n"] or 0,
     )
+
+
+@dataclass
+class QuarantineSummary:
+    total: int
+    by_reason: list[dict[str, Any]]  # {reason, label, gateway, records, last_received_at}
+    since: datetime
+
+
+def quarantine_summary(*, days: int = 7) -> QuarantineSummary:
+    """Records the gateways sent that no team could be billed for, by reason and gateway (operator page)."""
+    since = timezone.now() - timedelta(days=days)
+    rows = list(
+        QuarantinedRecord.objects.filter(received_at__gte=since)
+        .values("reason", "gateway__name")
+        .annotate(records=Count("id"), last_received_at=Max("received_at"))
+        .order_by("-records", "reason", "gateway__name")
+    )
+    labels = dict(QuarantineReason.choices)
+    by_reason = [
+        {"reason": row["reason"], "label": labels.get(row["reason"], row["reason"]), "gateway": row["gateway__name"],
+         "records": row["records"], "last_received_at": row["last_received_at"]}
+        for row in rows
+    ]  # fmt: skip
+    return QuarantineSummary(total=sum(row["records"] for row in rows), by_reason=by_reason, since=since)

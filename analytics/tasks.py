@@ -10,6 +10,8 @@ from django.utils import timezone
 from analytics import aggregation, partitions
 
 logger = logging.getLogger(__name__)
+# Quarantined records are kept as long as the gateway may still send a record (35 days), for the operator to look at.
+QUARANTINE_RETENTION = timezone.timedelta(days=35)
 
 
 @shared_task(ignore_result=True)
@@ -42,6 +44,9 @@ def maintain_partitions() -> dict[str, list[str]]:
     # Minutes about to be dropped must be in their hours first.
     aggregation.compact_rollups(before=aggregation.minute_floor())
     dropped = partitions.drop_expired_partitions()
+    from analytics.models import QuarantinedRecord
+
+    QuarantinedRecord.objects.filter(received_at__lt=timezone.now() - QUARANTINE_RETENTION).delete()
     cutoff = timezone.now() - timezone.timedelta(days=settings.HOUR_ROLLUP_RETENTION_DAYS)
     with connection.cursor() as cursor:
         for table in ("analytics_rollup_hour", "analytics_latency_hour", "analytics_summary_hour",

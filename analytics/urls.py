@@ -12,6 +12,7 @@ urlpatterns = [
     path(team + "explorer/", views.explorer_page, name="explorer"),
     path(team + "explorer/relays/<int:batch_id>/<path:relay_id>", views.relay_detail, name="relay_detail"),
     path("operator/", views.operator_overview, name="operator_overview"),
+    path("operator/quarantine/", views.operator_quarantine, name="operator_quarantine"),
     path("operator/panels/", views.operator_overview, name="operator_panel_base"),
     path("operator/panels/<str:name>", views.operator_panel, name="operator_panel"),
 ]

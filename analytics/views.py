@@ -291,8 +291,26 @@ def operator_overview(request: HttpRequest) -> HttpResponse:
     """The whole platform: the same charts across all teams, per-service health and the top teams."""
     _staff(request)
     query = _query(request, None)
+    from analytics.selectors import quarantine_summary
+
     context = _shell_context(request, None, query, reverse("operator_panel_base"), operator=True)
+    context["quarantined"] = quarantine_summary().total
     return render(request, "analytics/operator.html", context)
+
+
+@login_required
+@require_GET
+def operator_quarantine(request: HttpRequest) -> HttpResponse:
+    """Usage records the gateways sent that no team could be billed for (unknown or deleted keys, …)."""
+    from django.core.paginator import Paginator
+
+    from analytics.models import QuarantinedRecord
+    from analytics.selectors import quarantine_summary
+
+    _staff(request)
+    records = QuarantinedRecord.objects.select_related("gateway").order_by("-received_at", "-id")
+    page = Paginator(records, 50).get_page(request.GET.get("page"))
+    return render(request, "analytics/quarantine.html", {"summary": quarantine_summary(), "page": page})
 
 
 @login_required

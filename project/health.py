@@ -95,4 +95,8 @@ def prometheus_text() -> str:
         .values_list("name", "last_seen_at")
     ]
     gauge("gatehouse_gateway_last_seen_seconds", "Seconds since each gateway credential was last used.", seen)
+    from analytics.selectors import quarantine_summary
+
+    gauge("gatehouse_quarantined_records_7d", "Usage records set aside in the last 7 days (no key/endpoint/service).",
+          [("", quarantine_summary().total)])  # fmt: skip
     return "\n".join(lines) + "\n"
