@@ -16,13 +16,16 @@ if _format == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "project.logging.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "project.logging.RequestIdFilter"},
+            "redact_secrets": {"()": "project.logging.RedactSecretsFilter"},
+        },
         "formatters": {"json": {"()": "project.logging.JsonFormatter"}},
         "handlers": {
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": "json",
-                "filters": ["request_id"],
+                "filters": ["request_id", "redact_secrets"],
                 "stream": "ext://sys.stderr",
             }
         },

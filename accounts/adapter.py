@@ -6,13 +6,14 @@ from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest
 from django.urls import reverse
 
 from accounts import services
 from accounts.models import User
 from project.errors import ServiceError
+from project.http import client_ip
 
 INVITATION_SESSION_KEY = "invitation_token"
 # Where to land after sign-up: the team just created or joined.
@@ -20,6 +21,13 @@ LANDING_SESSION_KEY = "landing_team"
 
 
 class AccountAdapter(DefaultAccountAdapter):
+    def get_client_ip(self, request: HttpRequest) -> str:
+        """The address sign-in lockouts key on: the same rule as everywhere (project.http.client_ip)."""
+        ip = client_ip(request)
+        if not ip:
+            raise PermissionDenied("Unable to determine the client's address")
+        return ip
+
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> Any:
         user.name = (form.cleaned_data.get("name") or "").strip()
         user = super().save_user(request, user, form, commit=commit)

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from accounts import selectors, services
 from accounts.authentication import TokenPrincipal
 from accounts.models import Invitation, Membership, Role
-from accounts.permissions import TOKEN_ROLE, TeamPermission
+from accounts.permissions import TeamPermission, acting_token_membership
 from project.api import ErrorSerializer, get_object_or_404_api
 
 # Roles a member can be given; "owner" changes hands only by an ownership transfer.
@@ -19,10 +19,7 @@ GRANTABLE_ROLE_CHOICES = [choice for choice in Role.choices if choice[0] != Role
 
 
 def acting_membership(request: Request) -> Membership:
-    """Who acts: the caller's membership, or for a token an unsaved admin membership of its creator."""
-    if isinstance(request.user, TokenPrincipal):
-        token = request.user.token
-        return Membership(team=token.team, user=token.created_by, role=TOKEN_ROLE)
+    """Who acts: the caller's membership, or for a token its creator's membership with the token's role."""
     return request.membership  # type: ignore[attr-defined, no-any-return]
 
 
@@ -48,7 +45,7 @@ class TeamListAPI(APIView):
     def get(self, request: Request) -> Response:
         if isinstance(request.user, TokenPrincipal):
             team = request.user.team
-            rows = [{**TeamOutput(team).data, "role": TOKEN_ROLE.value}]
+            rows = [{**TeamOutput(team).data, "role": acting_token_membership(request.user.token).role.value}]
         else:
             rows = [
                 {**TeamOutput(m.team).data, "role": m.role} for m in selectors.team_list_for_user(user=request.user)

@@ -39,7 +39,11 @@ class ManagementTokenAuthentication(authentication.BaseAuthentication):
         raw = header[1].decode("ascii", errors="replace")
         if not raw.startswith(MANAGEMENT_TOKEN_PREFIX):
             raise exceptions.AuthenticationFailed("This API takes management tokens (gmt_…).")
-        token = ManagementToken.objects.select_related("team").filter(token_hash=sha256_hex(raw)).first()
+        token = (
+            ManagementToken.objects.select_related("team", "membership__user", "membership__team")
+            .filter(token_hash=sha256_hex(raw))
+            .first()
+        )
         if token is None or not token.is_active:
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
         management_token_touch(token=token)

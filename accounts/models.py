@@ -205,9 +205,20 @@ class TokenScope(models.TextChoices):
 
 
 class ManagementToken(models.Model):
-    """A team's token for the REST API. Stored as SHA-256; `prefix` is the visible start of the token."""
+    """A team's token for the REST API. Stored as SHA-256; `prefix` is the visible start of the token.
+
+    A token acts for the membership that created it, never beyond it: with an admin's rights at most, narrowed to
+    its creator's current role (read on every request) and by its scopes; removing the creator revokes it."""
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="management_tokens")
+    membership = models.ForeignKey(
+        Membership,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="management_tokens",
+        help_text="Whose rights the token acts with. Empty: its creator left the team (the token is revoked).",
+    )
     name = models.CharField(max_length=80)
     prefix = models.CharField(max_length=16, unique=True)
     token_hash = models.CharField(max_length=64, unique=True)
@@ -216,6 +227,7 @@ class ManagementToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=120, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
@@ -223,4 +235,8 @@ class ManagementToken(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+        return (
+            self.revoked_at is None
+            and self.membership_id is not None
+            and (self.expires_at is None or self.expires_at > timezone.now())
+        )

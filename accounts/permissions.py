@@ -72,7 +72,8 @@ ACTION_LABELS: dict[str, str] = {
 # are different, not ranked: neither may grant the other (neither may manage members anyway).
 ROLE_RANK: dict[Role, int] = {OWNER: 4, ADMIN: 3, DEVELOPER: 2, FINANCE: 2, VIEWER: 1}
 
-# A management token acts with an admin's rights, narrowed by its scopes: read → safe methods only.
+# A management token acts with its creator's current role, never above an admin's, narrowed by its scopes:
+# read → safe methods only. Owner-only actions (delete the team, transfer, require 2FA) stay with the owner's session.
 TOKEN_ROLE = ADMIN
 
 # Views that are not team-scoped, by dotted-name prefix (or "url:" + URL prefix), with the reason.
@@ -127,6 +128,18 @@ def can_grant(granter_role: str, role: str) -> bool:
 
 def grantable_roles(granter_role: str) -> list[Role]:
     return [role for role in Role if can_grant(granter_role, role)]
+
+
+def token_role(creator_role: str) -> Role:
+    """The role a management token acts with: its creator's current role, capped at TOKEN_ROLE."""
+    role = Role(creator_role)
+    return TOKEN_ROLE if ROLE_RANK[role] >= ROLE_RANK[TOKEN_ROLE] else role
+
+
+def acting_token_membership(token: Any) -> Membership:
+    """The membership a token acts as: its creator's, with the token's role (an unsaved copy; never saved)."""
+    creator = token.membership
+    return Membership(pk=creator.pk, team=creator.team, user=creator.user, role=token_role(creator.role))
 
 
 def user_has_mfa(user: Any) -> bool:
@@ -187,8 +200,9 @@ def team_view(**actions: str) -> Callable[[Callable[..., HttpResponse]], Callabl
 class TeamPermission(drf_permissions.BasePermission):
     """DRF twin of team_view: the view names `required_actions = {method: action}` and a `team_slug` URL kwarg.
 
-    Session users act with their membership role; management tokens with TOKEN_ROLE narrowed by
-    scope. Another team's URL is 404 for both; a missing right is 403.
+    Session users act with their membership role; management tokens with their creator's current role (capped at
+    TOKEN_ROLE) narrowed by scope, and only while the creator meets the team's two-factor rule. Another team's URL
+    is 404 for both; a missing right is 403. Sets request.team and request.membership (for a token: the acting copy).
     """
 
     def has_permission(self, request: Any, view: Any) -> bool:
@@ -205,10 +219,20 @@ class TeamPermission(drf_permissions.BasePermission):
             needed = TokenScope.READ if request.method in drf_permissions.SAFE_METHODS else TokenScope.WRITE
             if needed not in principal.token.scopes:
                 raise drf_exceptions.PermissionDenied(f"This token lacks the '{needed}' scope")
-            if not can(TOKEN_ROLE, action):
+            acting = acting_token_membership(principal.token)
+            if not can(acting.role, action):
+                if can(TOKEN_ROLE, action):
+                    raise drf_exceptions.PermissionDenied(
+                        f"This token acts with its creator's role ({acting.get_role_display()}), "
+                        "which does not allow this"
+                    )
                 raise drf_exceptions.PermissionDenied("Management tokens cannot do this")
+            if principal.team.require_mfa and not user_has_mfa(acting.user):
+                raise drf_exceptions.PermissionDenied(
+                    "This team requires two-factor authentication, and this token's creator has not set it up"
+                )
             request.team = principal.team
-            request.membership = None
+            request.membership = acting
             return True
         if not (principal and principal.is_authenticated):
             raise drf_exceptions.NotAuthenticated()

@@ -69,7 +69,11 @@ def security_events_for_user(*, user: User, limit: int = 100) -> QuerySet[AuditE
 
 
 def management_token_list(*, team: Team) -> QuerySet[ManagementToken]:
-    return ManagementToken.objects.filter(team=team).select_related("created_by").order_by("revoked_at", "-created_at")
+    return (
+        ManagementToken.objects.filter(team=team)
+        .select_related("created_by", "membership")
+        .order_by("revoked_at", "-created_at")
+    )
 
 
 def management_token_get(*, team: Team, token_id: int) -> ManagementToken:

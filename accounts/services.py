@@ -25,12 +25,17 @@ from accounts.models import (
     TokenScope,
     User,
 )
-from accounts.permissions import can_grant, user_has_mfa
+from accounts.permissions import can, can_grant, user_has_mfa
 from project.errors import ServiceError
 from project.http import client_ip
 
 INVITATION_LIFETIME = timedelta(days=7)
 INVITATION_RESEND_INTERVAL = timedelta(minutes=1)
+# Invitation emails name the team and the inviter, so they are throttled: sends (new and resent) per team per hour
+# and per inviter per day, counted from the audit log — revoking and inviting again does not reset the count.
+INVITATIONS_PER_TEAM_PER_HOUR = 20
+INVITATIONS_PER_INVITER_PER_DAY = 50
+INVITATION_SENDS = ("member.invited", "member.invitation_resent")
 MANAGEMENT_TOKEN_PREFIX = "gmt_"  # noqa: S105 - a public prefix, not a secret
 
 
@@ -281,6 +286,7 @@ def member_remove(*, membership: Membership, actor: Membership, request: HttpReq
         before={"role": membership.role},
         request=request,
     )
+    _revoke_tokens_of(membership, reason="Its creator was removed from the team.", actor=actor.user, request=request)
     user, team = membership.user, membership.team
     membership.delete()
     emails.removed_from_team(user=user, team=team)
@@ -299,6 +305,7 @@ def member_leave(*, membership: Membership, request: HttpRequest | None = None) 
         before={"role": membership.role},
         request=request,
     )
+    _revoke_tokens_of(membership, reason="Its creator left the team.", actor=membership.user, request=request)
     membership.delete()
 
 
@@ -310,10 +317,36 @@ def _new_invitation_token() -> tuple[str, str]:
     return token, sha256_hex(token)
 
 
+def _check_may_send_invitation(*, team: Team, inviter: User, now: datetime) -> None:
+    """A verified address, and within the per-team and per-inviter sending limits (call with the team row locked)."""
+    if not user_email_verified(inviter):
+        raise ServiceError(
+            "email_unverified",
+            "Verify your email address before inviting people (the link is in your inbox; resend it from Account "
+            "settings).",
+            status=403,
+        )
+    sends = AuditEvent.objects.filter(action__in=INVITATION_SENDS)
+    if sends.filter(team=team, created_at__gt=now - timedelta(hours=1)).count() >= INVITATIONS_PER_TEAM_PER_HOUR:
+        raise ServiceError(
+            "invitations_throttled",
+            f"This team has sent {INVITATIONS_PER_TEAM_PER_HOUR} invitations in the last hour; try again later.",
+            status=429,
+        )
+    if sends.filter(actor=inviter, created_at__gt=now - timedelta(days=1)).count() >= INVITATIONS_PER_INVITER_PER_DAY:
+        raise ServiceError(
+            "invitations_throttled",
+            f"You have sent {INVITATIONS_PER_INVITER_PER_DAY} invitations in the last 24 hours; try again tomorrow.",
+            status=429,
+        )
+
+
 def invitation_create(
     *, team: Team, email: str, role: str, invited_by: Membership, request: HttpRequest | None = None
 ) -> tuple[Invitation, str]:
-    """Invite an email address with a role. Returns the invitation and its token (the only copy goes in the email)."""
+    """Invite an email address with a role. Returns the invitation and its token (the only copy goes in the email).
+
+    Needs a verified address, and is throttled per team and per inviter (INVITATIONS_PER_*)."""
     email = User.objects.normalize_email(email.strip()).lower()
     if role not in Role.values:
         raise ServiceError("invalid_role", f"{role!r} is not a role.", field="role")
@@ -327,6 +360,8 @@ def invitation_create(
     now = timezone.now()
     try:
         with transaction.atomic():
+            Team.objects.select_for_update().filter(pk=team.pk).first()  # one sender at a time: the count holds
+            _check_may_send_invitation(team=team, inviter=invited_by.user, now=now)
             # An expired invitation still counts as open in the constraint: close it so a new one can be sent.
             Invitation.objects.filter(
                 team=team, email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__lte=now
@@ -363,6 +398,7 @@ def invitation_create(
 @transaction.atomic
 def invitation_resend(*, invitation: Invitation, actor: Membership, request: HttpRequest | None = None) -> str:
     """Send the invitation again with a new link (the old one stops working) and a fresh 7-day expiry."""
+    Team.objects.select_for_update().filter(pk=invitation.team_id).first()  # the team first, as invitation_create
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.status not in ("pending", "expired"):
         raise ServiceError("not_pending", f"This invitation was already {invitation.status}.", status=409)
@@ -376,6 +412,7 @@ def invitation_resend(*, invitation: Invitation, actor: Membership, request: Htt
         )
     if not can_grant(actor.role, invitation.role):
         raise ServiceError("role_above_own", "You cannot resend an invitation for a role above your own.", status=403)
+    _check_may_send_invitation(team=invitation.team, inviter=actor.user, now=now)
     token, invitation.token_hash = _new_invitation_token()
     invitation.last_sent_at = now
     invitation.expires_at = now + INVITATION_LIFETIME
@@ -462,7 +499,17 @@ def management_token_create(
     expires_at: datetime | None = None,
     request: HttpRequest | None = None,
 ) -> tuple[ManagementToken, str]:
-    """Create a token for the team API. Returns the token row and the secret, which is never stored."""
+    """Create a token for the team API, acting for the actor's membership (never beyond its role, and revoked with
+    it). Returns the token row and the secret, which is never stored."""
+    membership = Membership.objects.filter(team=team, user=actor).first()
+    if membership is None or not can(membership.role, "tokens.manage"):
+        raise ServiceError("forbidden", "Only the team's owner and admins can create management tokens.", status=403)
+    if team.require_mfa and not user_has_mfa(actor):
+        raise ServiceError(
+            "mfa_required",
+            "This team requires two-factor authentication: set it up before creating tokens.",
+            status=403,
+        )
     name = name.strip()
     scopes = sorted(set(scopes))
     if not name:
@@ -476,6 +523,7 @@ def management_token_create(
     with transaction.atomic():
         token = ManagementToken.objects.create(
             team=team,
+            membership=membership,
             name=name[:80],
             prefix=f"{MANAGEMENT_TOKEN_PREFIX}{public_id}",
             token_hash=sha256_hex(secret),
@@ -495,13 +543,29 @@ def management_token_create(
 
 
 @transaction.atomic
-def management_token_revoke(*, token: ManagementToken, actor: User, request: HttpRequest | None = None) -> None:
+def management_token_revoke(
+    *, token: ManagementToken, actor: User | None, request: HttpRequest | None = None, reason: str = ""
+) -> None:
     token = ManagementToken.objects.select_for_update().get(pk=token.pk)
     if token.revoked_at is not None:
         return
     token.revoked_at = timezone.now()
-    token.save(update_fields=["revoked_at"])
-    audit_record(action="token.revoked", actor=actor, team=token.team, target=token, request=request)
+    token.revoked_reason = (reason or (f"Revoked by {actor.email}." if actor else "Revoked."))[:120]
+    token.save(update_fields=["revoked_at", "revoked_reason"])
+    audit_record(
+        action="token.revoked",
+        actor=actor,
+        team=token.team,
+        target=token,
+        after={"reason": token.revoked_reason},
+        request=request,
+    )
+
+
+def _revoke_tokens_of(membership: Membership, *, reason: str, actor: User, request: HttpRequest | None) -> None:
+    """A token never outlives its creator's membership (inside the transaction that ends the membership)."""
+    for token in ManagementToken.objects.filter(membership=membership, revoked_at__isnull=True):
+        management_token_revoke(token=token, actor=actor, request=request, reason=reason)
 
 
 def management_token_touch(*, token: ManagementToken) -> None:

@@ -12,6 +12,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import selectors, services
@@ -308,8 +309,8 @@ def invitation_detail(request: HttpRequest, token: str) -> HttpResponse:
         request.session[INVITATION_SESSION_KEY] = token
         get_adapter().stash_verified_email(request, invitation.email)
         context["has_account"] = User.objects.filter(email__iexact=invitation.email).exists()
-        context["signup_url"] = f"{reverse('account_signup')}?email={invitation.email}"
-        context["login_url"] = f"{reverse('account_login')}?next={request.path}"
+        context["signup_url"] = f"{reverse('account_signup')}?{urlencode({'email': invitation.email})}"
+        context["login_url"] = f"{reverse('account_login')}?{urlencode({'next': request.path})}"
     return render(request, "accounts/invitation.html", context)
 
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,11 +285,20 @@ def _stop_on_signals(supervisor: Supervisor | None = None) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def run_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment `make run` gives every process: the demo runs on plain http, and links in emails (invitations,
+    dunning: built from SITE_URL, also by the Celery worker) point at the port the web server really listens on."""
+    env = dict(environ)
+    env.setdefault("DEBUG", "1")
+    env.setdefault("PORT", "8000")
+    env.setdefault("SITE_URL", f"http://127.0.0.1:{env['PORT']}")
+    return env
+
+
 def command_run(args: argparse.Namespace) -> int:
     python = sys.executable
-    env = dict(os.environ)
-    env.setdefault("DEBUG", "1")  # the local demo runs on plain http
-    port = int(env.get("PORT", "8000"))
+    env = run_environment(os.environ)
+    port = int(env["PORT"])
     if port_open("127.0.0.1", port):
         print(f"[gatehouse] port {port} is already in use; stop what runs there or set PORT=...", file=sys.stderr)
         return 1
@@ -304,7 +313,10 @@ def command_run(args: argparse.Namespace) -> int:
         with _stop_on_signals():
             run_checked([python, "manage.py", "migrate", "--noinput"], env)
             run_checked([python, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], env)
-            run_checked([python, "manage.py", "seed_demo"], env)
+            if env["DEBUG"].strip().lower() in ("1", "true", "yes", "on"):
+                run_checked([python, "manage.py", "seed_demo"], env)
+            else:
+                say("[gatehouse] DEBUG is off: no demo logins are created (seed_demo refuses to).")
         with _stop_on_signals(supervisor):
             supervisor.spawn(
                 "web",
@@ -361,8 +373,7 @@ def command_exec(args: argparse.Namespace) -> int:
     if not args.argv:
         print("usage: python -m project.devstack exec -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    env = dict(os.environ)
-    env.setdefault("DEBUG", "1")
+    env = run_environment(os.environ)
     running = read_running_stack()
     servers: EmbeddedServers | None = None
     if running is not None:

@@ -17,19 +17,28 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def _operator(request: HttpRequest) -> bool:
+    """A staff session, or `Authorization: Bearer $METRICS_TOKEN` (what a monitoring system sends)."""
+    token = settings.METRICS_TOKEN
+    presented = request.headers.get("Authorization", "")
+    return bool(token and constant_time_compare(presented, f"Bearer {token}")) or (
+        request.user.is_authenticated and request.user.is_staff
+    )
+
+
 @require_GET
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: the database and the broker are reachable; 503 with the reason otherwise."""
+    """Readiness: the database and the broker are reachable; 503 otherwise. The public answer is the status only;
+    the checks' errors (host names, driver messages), worker and ingestion figures go to staff or the metrics token."""
     checks = {"database": health.check_database(), "broker": health.check_broker()}
     ready = all(check.ok for check in checks.values())
-    body: dict[str, object] = {
-        "status": "ready" if ready else "unavailable",
-        "checks": {name: check.as_dict() for name, check in checks.items()},
-    }
-    if checks["database"].ok:
-        body["workers"] = {"heartbeat_age_seconds": health.worker_heartbeat_age_seconds()}
-        body["ingestion"] = health.ingestion_detail()
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
+    if _operator(request):
+        body["checks"] = {name: check.as_dict() for name, check in checks.items()}
+        if checks["database"].ok:
+            body["workers"] = {"heartbeat_age_seconds": health.worker_heartbeat_age_seconds()}
+            body["ingestion"] = health.ingestion_detail()
     return JsonResponse(body, status=200 if ready else 503)
 
 
@@ -37,12 +46,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:
     """Operator metrics in Prometheus text format: `Authorization: Bearer $METRICS_TOKEN`, or a staff session."""
-    token = settings.METRICS_TOKEN
-    presented = request.headers.get("Authorization", "")
-    allowed = (token and constant_time_compare(presented, f"Bearer {token}")) or (
-        request.user.is_authenticated and request.user.is_staff
-    )
-    if not allowed:
+    if not _operator(request):
         return HttpResponse("metrics need a bearer token or a staff session\n", status=401, content_type="text/plain")
     return HttpResponse(health.prometheus_text(), content_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -411,3 +411,12 @@ def usage(team_a, owner_a) -> UsageEnv:
     # one minute (and so one hour and day) whatever the time of day the test runs at.
     now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=5)
     return UsageEnv(endpoint, key, llm_key, Client(HTTP_AUTHORIZATION=f"Bearer {secret}"), now)
+
+
+def seed_demo() -> None:
+    """`manage.py seed_demo`, which runs only with DEBUG on (make run's setting), as make run runs it."""
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    with override_settings(DEBUG=True):
+        call_command("seed_demo", stdout=None)

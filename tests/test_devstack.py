@@ -41,3 +41,14 @@ def test_set_urls_are_used_and_nothing_is_started(tmp_path, monkeypatch):
     assert servers._postgres is None
     assert servers._redis is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_make_run_links_in_emails_follow_the_port_it_serves_on():
+    # PORT=8100 make run: invitations, role changes and dunning emails are built from SITE_URL (by the web process
+    # and the Celery worker alike), so SITE_URL must follow the port unless it is set.
+    env = devstack.run_environment({"PORT": "8100"})
+    assert (env["SITE_URL"], env["DEBUG"]) == ("http://127.0.0.1:8100", "1")
+    assert devstack.run_environment({})["SITE_URL"] == "http://127.0.0.1:8000"
+    assert (
+        devstack.run_environment({"PORT": "8100", "SITE_URL": "https://gh.example"})["SITE_URL"] == "https://gh.example"
+    )

@@ -15,7 +15,17 @@ def test_healthz_answers_without_touching_the_database(client):
 
 
 @pytest.mark.django_db
-def test_readyz_is_ready_when_database_and_broker_answer(client):
+def test_readyz_tells_the_public_only_its_status(client, make_user):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}  # no checks, errors, traffic or worker figures
+    client.force_login(make_user("someone@example.com"))  # signed in is not enough: staff only
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+@pytest.mark.django_db
+def test_readyz_details_are_for_staff(client, admin_user):
+    client.force_login(admin_user)
     response = client.get("/readyz")
     body = response.json()
     assert response.status_code == 200, body
@@ -23,11 +33,13 @@ def test_readyz_is_ready_when_database_and_broker_answer(client):
     assert body["checks"]["database"] == {"ok": True}
     assert body["checks"]["broker"]["ok"] is True
     assert body["workers"] == {"heartbeat_age_seconds": None}
+    assert set(body["ingestion"]) >= {"pending_batches", "records_per_second_1m"}
 
 
-def _get(url: str) -> tuple[int, dict]:
+def _get(url: str, **headers: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - local test server
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - local test server
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - local test server
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -35,22 +47,32 @@ def _get(url: str) -> tuple[int, dict]:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_readyz_is_503_with_a_reason_when_the_database_is_down(run_server):
+def test_readyz_is_503_when_the_database_is_down_and_says_why_only_to_the_metrics_token(run_server):
     # A real server process whose database does not answer (nothing listens on port 1).
-    base = run_server(DATABASE_URL="postgres://postgres@127.0.0.1:1/gatehouse", DB_CONNECT_TIMEOUT="2")
+    base = run_server(
+        DATABASE_URL="postgres://postgres@127.0.0.1:1/gatehouse", DB_CONNECT_TIMEOUT="2", METRICS_TOKEN="m" * 32
+    )
     status, body = _get(f"{base}/readyz")
+    assert (status, body) == (503, {"status": "unavailable"})  # the driver's message names hosts: not public
+    status, body = _get(f"{base}/readyz", Authorization="Bearer " + "m" * 32)
     assert status == 503
     assert body["status"] == "unavailable"
     assert body["checks"]["database"]["ok"] is False
     assert "OperationalError" in body["checks"]["database"]["error"]
     assert body["checks"]["broker"]["ok"] is True
+    assert _get(f"{base}/readyz", Authorization="Bearer wrong")[1] == {"status": "unavailable"}
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_readyz_is_503_when_the_broker_is_down(run_server):
-    base = run_server(DATABASE_URL=database_url_for_current_test_db(), CELERY_BROKER_URL="redis://127.0.0.1:1/0")
-    status, body = _get(f"{base}/readyz")
+    base = run_server(
+        DATABASE_URL=database_url_for_current_test_db(),
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+        METRICS_TOKEN="t" * 32,
+    )
+    assert _get(f"{base}/readyz") == (503, {"status": "unavailable"})
+    status, body = _get(f"{base}/readyz", Authorization="Bearer " + "t" * 32)
     assert status == 503
     assert body["checks"]["database"] == {"ok": True}
     assert body["checks"]["broker"]["ok"] is False

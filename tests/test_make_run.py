@@ -31,7 +31,11 @@ def test_make_run_serves_the_demo_and_ctrl_c_leaves_no_process(tmp_path):
     port = free_port()
     # The simulator runs too, live only (a week of backfill would make this test minutes long).
     env = subprocess_env(
-        GATEHOUSE_DATA_DIR=str(tmp_path / "data"), PORT=str(port), SIMULATE_BACKFILL_DAYS="0", SIMULATE_LIVE_RATE="50"
+        GATEHOUSE_DATA_DIR=str(tmp_path / "data"),
+        PORT=str(port),
+        SIMULATE_BACKFILL_DAYS="0",
+        SIMULATE_LIVE_RATE="50",
+        METRICS_TOKEN="make-run-test-metrics-token",
     )
     for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SITE_URL", "EMAIL_URL", "ALLOWED_HOSTS"):
         env.pop(name, None)
@@ -63,7 +67,10 @@ def test_make_run_serves_the_demo_and_ctrl_c_leaves_no_process(tmp_path):
         # The simulated gateway's relays arrive through the real API and get aggregated.
         deadline = time.monotonic() + 60
         while True:
-            ingestion = json.loads(urllib.request.urlopen(f"{base}/readyz", timeout=10).read())["ingestion"]  # noqa: S310
+            ready = urllib.request.Request(  # noqa: S310 - the local server under test
+                f"{base}/readyz", headers={"Authorization": "Bearer make-run-test-metrics-token"}
+            )
+            ingestion = json.loads(urllib.request.urlopen(ready, timeout=10).read())["ingestion"]  # noqa: S310
             if ingestion["records_per_second_1m"] > 0 and ingestion["pending_batches"] == 0:
                 break
             assert time.monotonic() < deadline, f"no simulated traffic arrived: {ingestion}"

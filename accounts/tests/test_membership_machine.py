@@ -33,7 +33,8 @@ class MembershipMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         n = next(_counter)
-        self.users = [user_create(email=f"m{n}-{i}@example.com", password=None) for i in range(5)]
+        # Verified addresses: only verified members may invite (the invitation rule has its own tests).
+        self.users = [user_create(email=f"m{n}-{i}@example.com", password=None, email_verified=True) for i in range(5)]
         self.team = team_create(name=f"Machine {n}", owner=self.users[0])
         self.model: dict[int, Role] = {self.users[0].pk: Role.OWNER}  # user id → role, as granted
 

@@ -378,6 +378,7 @@ def test_password_reset_sends_a_link_in_text_and_html(client, owner_a):
 
 def test_changing_email_needs_the_new_address_verified(client_for, owner_a):
     client = client_for(owner_a)
+    client.post("/accounts/reauthenticate/", {"password": PASSWORD})  # sensitive: the password first
     client.post("/accounts/email/", {"action_add": "", "email": "alice.new@example.com"})
     owner_a.refresh_from_db()
     assert owner_a.email == "alice@a.example"  # unchanged until the new address is verified

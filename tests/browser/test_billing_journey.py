@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import expect
 
 from accounts.models import Team, User
@@ -18,7 +17,7 @@ from billing.tests.fixtures import WEBHOOK_SECRET
 from billing.tests.stripe_fake import sign
 from project.demo import DEMO_EMAIL, DEMO_PASSWORD, DEMO_TEAM_NAME
 from project.templatetags.ui import usd
-from tests.fixtures import seed_usage
+from tests.fixtures import seed_demo, seed_usage
 
 
 def webhook(page, live_server, event):
@@ -36,7 +35,7 @@ def webhook(page, live_server, event):
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_billing_journey(browser_pages, live_server, stripe_fake, stripe_prices, tmp_path):
-    call_command("seed_demo", stdout=None)
+    seed_demo()
     demo = User.objects.get(email=DEMO_EMAIL)
     acme = Team.objects.get(name=DEMO_TEAM_NAME)
     seed_usage(acme, days=1, rate_per_minute=6)

@@ -3,19 +3,18 @@
 import re
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import expect
 
 from accounts.models import Team
 from endpoints.models import Endpoint
 from project.demo import DEMO_EMAIL, DEMO_PASSWORD, DEMO_TEAM_NAME
-from tests.fixtures import seed_usage
+from tests.fixtures import seed_demo, seed_usage
 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_dashboard_journey(browser_pages, tmp_path):
-    call_command("seed_demo", stdout=None)
+    seed_demo()
     team = Team.objects.get(name=DEMO_TEAM_NAME)
     sent = seed_usage(team, days=2, rate_per_minute=8)
     assert sent > 10_000

@@ -1,17 +1,17 @@
 """Every account and team page renders for its owner without a console error (CSP violations included)."""
 
 import pytest
-from django.core.management import call_command
 
 from accounts.models import Team
 from endpoints.models import Endpoint
 from project.demo import DEMO_EMAIL, DEMO_PASSWORD, DEMO_TEAM_NAME
+from tests.fixtures import seed_demo
 
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_every_page_renders_cleanly_for_the_demo_owner(browser_page):
-    call_command("seed_demo", stdout=None)
+    seed_demo()
     slug = Team.objects.get(name=DEMO_TEAM_NAME).slug
     endpoint = Endpoint.objects.get(name="NFT dapp (browser)").public_id
     page = browser_page.page

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,7 +16,7 @@ from project.demo import DEMO_EMAIL, DEMO_ENDPOINTS, DEMO_NAME, DEMO_PASSWORD, D
 
 
 class Command(BaseCommand):
-    help = "Create the demo login, its team and teammates; running it again changes nothing."
+    help = "Create the demo login, its team and teammates (DEBUG only); running it again changes nothing."
 
     def _user(self, email: str, name: str) -> User:
         user = User.objects.filter(email__iexact=email).first()
@@ -24,8 +25,17 @@ class Command(BaseCommand):
             self.stdout.write(f"Created user {email}")
         return user
 
-    @transaction.atomic
     def handle(self, *args: object, **options: object) -> None:
+        if not settings.DEBUG:
+            # Five logins with a password printed in the README must never exist on a real installation.
+            raise CommandError(
+                "seed_demo creates logins with a public password, so it runs only with DEBUG on (make run sets it). "
+                "On a real installation, create the first user with `manage.py createsuperuser`."
+            )
+        self._seed()
+
+    @transaction.atomic
+    def _seed(self) -> None:
         owner = self._user(DEMO_EMAIL, DEMO_NAME)
         team = Team.objects.filter(memberships__user=owner, memberships__role=Role.OWNER, name=DEMO_TEAM_NAME).first()
         if team is None:
