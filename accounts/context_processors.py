@@ -1,19 +1,23 @@
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
-from accounts.selectors import team_list_for_user
+from accounts.selectors import switcher_memberships
 
 
 def teams(request: HttpRequest) -> dict[str, Any]:
-    """The team switcher's data: the user's memberships (one query, only if a template reads it)."""
+    """The team switcher's data: live teams and deleted teams whose invoices the user may still read (one query
+    for both, only if a template reads them)."""
     if not getattr(request, "user", None) or not request.user.is_authenticated:
         return {}
+    load = cache(lambda: switcher_memberships(user=request.user))  # type: ignore[arg-type]
     return {
-        "user_memberships": SimpleLazyObject(lambda: list(team_list_for_user(user=request.user))),  # type: ignore[arg-type]
+        "user_memberships": SimpleLazyObject(lambda: load()[0]),
+        "closed_memberships": SimpleLazyObject(lambda: load()[1]),
         "current_team": getattr(request, "team", None),
         "membership": getattr(request, "membership", None),
     }

@@ -10,6 +10,7 @@ from django.utils import timezone
 from accounts.models import Membership, Role, TokenScope
 from accounts.permissions import grantable_roles
 from project.errors import ServiceError
+from project.forms import BoundedDateField
 
 
 class ServiceErrorMixin:
@@ -92,8 +93,8 @@ class TokenCreateForm(ServiceErrorMixin, forms.Form):
 class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(required=False, label="Action")
     actor = forms.CharField(required=False, label="Actor email", max_length=254)
-    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    since = BoundedDateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = BoundedDateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
 
     def __init__(self, *args: Any, actions: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -82,9 +82,12 @@ class Team(models.Model):
         default=False, help_text="Members must have two-factor authentication to open the team's pages."
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # A deleted team is closed, not erased: its invoices, meter ledger and billing account stay (finance and the
+    # operator must still find them), its owner, admins and finance keep read access to its billing pages only.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return self.name
+        return f"{self.name} (deleted)" if self.deleted_at else self.name
 
 
 class Membership(models.Model):

@@ -46,6 +46,10 @@ ACTIONS: dict[str, frozenset[Role]] = {
     "budgets.manage": frozenset({OWNER, ADMIN, FINANCE}),
 }
 
+# A deleted team is closed: only its billing pages stay open, to the roles that could see them.
+CLOSED_TEAM_ACTIONS = frozenset({"billing.view"})
+CLOSED_TEAM_ROLES = frozenset(role for role in Role if role in ACTIONS["billing.view"])
+
 ACTION_LABELS: dict[str, str] = {
     "team.view": "Open the team",
     "team.update": "Rename the team",
@@ -119,6 +123,13 @@ def can(role: str, action: str) -> bool:
     return Role(role) in ACTIONS[action]
 
 
+def allows(membership: Membership | None, action: str) -> bool:
+    """What the views check, for showing links and buttons: the role allows it and the team is not closed for it."""
+    if membership is None or not can(membership.role, action):
+        return False
+    return membership.team.deleted_at is None or action in CLOSED_TEAM_ACTIONS
+
+
 def can_grant(granter_role: str, role: str) -> bool:
     """Whether someone with granter_role may give another member `role` (never owner: that is a transfer)."""
     if role == OWNER:
@@ -181,6 +192,8 @@ def team_view(**actions: str) -> Callable[[Callable[..., HttpResponse]], Callabl
             action = action_for_method(actions, request.method or "GET")
             if action is None:
                 return HttpResponseNotAllowed(list(actions))
+            if membership.team.deleted_at is not None and action not in CLOSED_TEAM_ACTIONS:
+                raise Http404("This team was deleted")
             if not can(membership.role, action):
                 raise PermissionDenied("Your role in this team does not allow this")
             if membership.team.require_mfa and not user_has_mfa(request.user):
@@ -214,7 +227,7 @@ class TeamPermission(drf_permissions.BasePermission):
             raise drf_exceptions.MethodNotAllowed(request.method)
         principal = request.user
         if isinstance(principal, TokenPrincipal):
-            if principal.team.slug != team_slug:
+            if principal.team.slug != team_slug or principal.team.deleted_at is not None:
                 raise drf_exceptions.NotFound("No such team")
             needed = TokenScope.READ if request.method in drf_permissions.SAFE_METHODS else TokenScope.WRITE
             if needed not in principal.token.scopes:
@@ -237,7 +250,7 @@ class TeamPermission(drf_permissions.BasePermission):
         if not (principal and principal.is_authenticated):
             raise drf_exceptions.NotAuthenticated()
         membership = membership_for(user=principal, team_slug=team_slug)
-        if membership is None:
+        if membership is None or membership.team.deleted_at is not None:  # the API has no billing pages
             raise drf_exceptions.NotFound("No such team")
         if not can(membership.role, action):
             raise drf_exceptions.PermissionDenied("Your role in this team does not allow this")

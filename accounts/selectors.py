@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
 from accounts.models import AuditEvent, Invitation, ManagementToken, Membership, Role, Team, User
+from accounts.permissions import CLOSED_TEAM_ROLES
 
 _ROLE_ORDER = Case(
     *[When(role=role, then=Value(index)) for index, role in enumerate(Role)], output_field=IntegerField()
@@ -14,8 +15,22 @@ _ROLE_ORDER = Case(
 
 
 def team_list_for_user(*, user: User) -> QuerySet[Membership]:
-    """The user's memberships with their teams, by team name."""
-    return Membership.objects.filter(user=user).select_related("team").order_by("team__name")
+    """The user's memberships of live teams, with their teams, by team name."""
+    return (
+        Membership.objects.filter(user=user, team__deleted_at__isnull=True)
+        .select_related("team")
+        .order_by("team__name")
+    )
+
+
+def switcher_memberships(*, user: User) -> tuple[list[Membership], list[Membership]]:
+    """The user's live teams by name, and the deleted teams whose billing they may still read (their invoices stay),
+    most recently deleted first — one query."""
+    memberships = list(Membership.objects.filter(user=user).select_related("team").order_by("team__name"))
+    live = [m for m in memberships if m.team.deleted_at is None]
+    closed = [m for m in memberships if m.team.deleted_at is not None and m.role in CLOSED_TEAM_ROLES]
+    closed.sort(key=lambda m: m.team.deleted_at, reverse=True)  # type: ignore[arg-type, return-value]
+    return live, closed
 
 
 def member_list(*, team: Team) -> QuerySet[Membership]:

@@ -9,7 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import slugify
@@ -25,9 +27,10 @@ from accounts.models import (
     TokenScope,
     User,
 )
-from accounts.permissions import can, can_grant, user_has_mfa
+from accounts.permissions import CLOSED_TEAM_ROLES, can, can_grant, user_has_mfa
 from project.errors import ServiceError
 from project.http import client_ip
+from project.params import is_time_zone
 
 INVITATION_LIFETIME = timedelta(days=7)
 INVITATION_RESEND_INTERVAL = timedelta(minutes=1)
@@ -89,9 +92,7 @@ def user_create(*, email: str, password: str | None, name: str = "", email_verif
 
 def user_set_time_zone(*, user: User, time_zone: str) -> None:
     """The zone the user's charts and tables are shown in."""
-    from zoneinfo import available_timezones
-
-    if time_zone != "UTC" and time_zone not in available_timezones():
+    if not is_time_zone(time_zone):
         raise ServiceError("invalid_time_zone", f"{time_zone!r} is not a time zone.", field="time_zone")
     User.objects.filter(pk=user.pk).update(time_zone=time_zone)
     user.time_zone = time_zone
@@ -176,17 +177,27 @@ def team_set_require_mfa(*, team: Team, required: bool, actor: User, request: Ht
 
 
 def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequest | None = None) -> None:
-    """Delete a team and everything it owns. Refused while an invoice is unpaid."""
-    from billing.selectors import team_has_unpaid_invoices
+    """Delete (close) a team. Refused while an invoice is not final or unpaid. Its Stripe subscription is canceled
+    first; then its endpoints, keys, tokens and invitations end and the gateway is told, members who cannot see
+    billing leave, and the team stays closed: its invoices, meter ledger and billing account remain, readable by its
+    owner, admins and finance (billing pages only) and by the operator."""
+    from billing.selectors import team_deletion_blocker
+    from billing.services import subscription_cancel_for_team_deletion
     from endpoints.services import team_gateway_config_delete
 
     if confirmation.strip() != team.slug:
         raise ServiceError("confirmation_mismatch", f"Type {team.slug} to confirm.", field="confirmation")
-    if team_has_unpaid_invoices(team=team):
-        raise ServiceError(
-            "unpaid_invoice", "This team has an unpaid invoice. Pay or settle it before deleting the team.", status=409
-        )
+    if team.deleted_at is not None:
+        raise ServiceError("team_deleted", "This team was already deleted.", status=404)
+    blocker = team_deletion_blocker(team=team)
+    if blocker is not None:
+        raise ServiceError(blocker[0], blocker[1], status=409)
+    subscription_cancel_for_team_deletion(team=team, actor=actor)  # Stripe first, outside the transaction
+    now = timezone.now()
     with transaction.atomic():
+        team = Team.objects.select_for_update().get(pk=team.pk)
+        if team.deleted_at is not None:
+            return
         audit_record(
             action="team.deleted",
             actor=actor,
@@ -196,7 +207,12 @@ def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequ
             request=request,
         )
         team_gateway_config_delete(team=team)  # the gateway drops the team's keys on its next poll
-        team.delete()
+        for token in ManagementToken.objects.filter(team=team, revoked_at__isnull=True):
+            management_token_revoke(token=token, actor=actor, request=request, reason="The team was deleted.")
+        Invitation.objects.filter(team=team, accepted_at__isnull=True, revoked_at__isnull=True).update(revoked_at=now)
+        Membership.objects.filter(team=team).exclude(role__in=CLOSED_TEAM_ROLES).delete()
+        team.deleted_at = now
+        team.save(update_fields=["deleted_at"])
 
 
 @transaction.atomic
@@ -521,6 +537,16 @@ def management_token_create(
     public_id = secrets.token_hex(4)
     secret = f"{MANAGEMENT_TOKEN_PREFIX}{public_id}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
+        Team.objects.select_for_update().filter(pk=team.pk).first()  # one creation at a time: the count holds
+        active = ManagementToken.objects.filter(team=team, revoked_at__isnull=True, membership__isnull=False).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        )
+        if active.count() >= settings.TEAM_MAX_TOKENS:
+            raise ServiceError(
+                "quota_exceeded",
+                f"This team has {settings.TEAM_MAX_TOKENS} active API tokens, the most it can have. Revoke tokens "
+                "it no longer uses.",
+            )
         token = ManagementToken.objects.create(
             team=team,
             membership=membership,

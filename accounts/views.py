@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +28,9 @@ from accounts.forms import (
 )
 from accounts.models import Invitation, Membership, User
 from accounts.permissions import membership_for, team_view, user_has_mfa
-from billing.selectors import team_has_unpaid_invoices
+from billing.selectors import account_of, team_deletion_blocker
+from billing.services import has_live_subscription
+from project.csv import csv_response
 from project.errors import ServiceError
 
 AUDIT_PAGE_SIZE = 50
@@ -66,7 +67,8 @@ def _settings_context(request: HttpRequest, **forms: Any) -> dict[str, Any]:
         "mfa_form": RequireMfaForm(initial={"require_mfa": team.require_mfa}),
         "transfer_form": TransferForm(team=team, owner=membership),
         "delete_form": DeleteTeamForm(),
-        "has_unpaid_invoice": team_has_unpaid_invoices(team=team),
+        "deletion_blocker": (team_deletion_blocker(team=team) or (None, None))[1],
+        "has_subscription": has_live_subscription(account_of(team=team)),
         "user_has_mfa": user_has_mfa(request.user),
     }
     context.update(forms)
@@ -357,21 +359,15 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     )
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 @team_view(GET="audit.view")
 def audit_log_csv(request: HttpRequest) -> StreamingHttpResponse:
     _form, events = _audit_events(request)
-    writer = csv.writer(_Echo())
     columns = ["time", "action", "actor", "target_type", "target", "ip", "user_agent", "before", "after"]
 
-    def rows() -> Iterator[str]:
-        yield writer.writerow(columns)
+    def rows() -> Iterator[list[Any]]:
+        yield columns
         for event in events[:AUDIT_CSV_LIMIT].iterator(chunk_size=2000):
-            yield writer.writerow(
+            yield (
                 [
                     event.created_at.isoformat(),
                     event.action,
@@ -385,9 +381,7 @@ def audit_log_csv(request: HttpRequest) -> StreamingHttpResponse:
                 ]
             )
 
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{request.team.slug}-audit-log.csv"'  # type: ignore[attr-defined]
-    return response
+    return csv_response(f"{request.team.slug}-audit-log", rows())  # type: ignore[attr-defined]
 
 
 @login_required

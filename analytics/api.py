@@ -10,8 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api import TeamAPIView
+from accounts.permissions import allows
 from analytics import dashboard, selectors
 from analytics.dashboard import BREAKDOWNS
+from project.params import parse_int
 
 FILTERS = [
     OpenApiParameter("range", str, enum=[*dashboard.RANGES, "custom"], description="Default 24h."),
@@ -54,7 +56,8 @@ class UsageAPIView(TeamAPIView):
     required_actions = {"GET": "usage.view"}
 
     def query(self, request: Request) -> dashboard.Query:
-        query = dashboard.parse(request.query_params, team=request.team, user_tz="UTC")  # type: ignore[attr-defined]
+        show_key_ids = allows(request.membership, "keys.view")  # type: ignore[attr-defined]
+        query = dashboard.parse(request.query_params, team=request.team, user_tz="UTC", show_key_ids=show_key_ids)  # type: ignore[attr-defined]
         if query.errors:
             raise InvalidQuery(list(query.errors))
         return query
@@ -86,6 +89,9 @@ class UsageSummaryAPI(UsageAPIView):
                 "latency_avg_ms": serializers.FloatField(allow_null=True),
                 "latency_p50_ms": serializers.FloatField(allow_null=True),
                 "latency_p90_ms": serializers.FloatField(allow_null=True),
+                "latency_p95_ms": serializers.FloatField(
+                    allow_null=True, help_text="The percentile the breakdown tables rank by."
+                ),
                 "latency_p99_ms": serializers.FloatField(allow_null=True),
                 "latency_max_ms": serializers.FloatField(),
             },
@@ -96,8 +102,13 @@ class UsageSummaryAPI(UsageAPIView):
         query = self.query(request)
         grain = query.step if query.step != "day" else "hour"
         totals = selectors.usage_totals(
-            team=request.team, start=query.start, end=query.end, grain=grain, filters=query.filters
-        )  # type: ignore[attr-defined]
+            team=request.team,  # type: ignore[attr-defined]
+            start=query.start,
+            end=query.end,
+            grain=grain,
+            filters=query.filters,
+            quantiles=(0.5, 0.9, 0.95, 0.99),
+        )
         body = {"start": query.start, "end": query.end, "tz": query.tz}
         body.update({name: getattr(totals, name) for name in COUNTERS})
         body.update(
@@ -105,6 +116,7 @@ class UsageSummaryAPI(UsageAPIView):
             latency_avg_ms=totals.latency_avg_ms,
             latency_p50_ms=totals.percentiles.get(0.5),
             latency_p90_ms=totals.percentiles.get(0.9),
+            latency_p95_ms=totals.percentiles.get(0.95),
             latency_p99_ms=totals.percentiles.get(0.99),
             latency_max_ms=totals.latency_max_ms,
         )
@@ -148,9 +160,12 @@ class UsageSeriesAPI(UsageAPIView):
             tz=query.tz,
         )
         column = selectors.DIMENSIONS[group_by] if group_by else None
-        labels = (
-            dashboard.public_ids_for(group_by, [r[column] for r in rows]) if group_by in ("endpoint", "key") else {}
-        )
+        ids = [r[column] for r in rows]
+        labels: dict[Any, str] = {}
+        if group_by == "endpoint" or (group_by == "key" and query.show_key_ids):
+            labels = dashboard.public_ids_for(group_by, ids)
+        elif group_by == "key":  # a role without keys.view: the key's name, never its id
+            labels = dashboard.names_for("key", ids, key_ids=False)
         points = []
         for row in rows:
             point: dict[str, Any] = {"t": row["t"]}
@@ -185,16 +200,18 @@ class UsageBreakdownAPI(UsageAPIView):
         query = self.query(request)
         by = request.query_params.get("by", "")
         limit = request.query_params.get("limit", "10")
-        if by not in BREAKDOWNS or not limit.isdigit() or not 1 <= int(limit) <= 100:
+        rows_wanted = parse_int(limit, minimum=1, maximum=100)
+        if by not in BREAKDOWNS or rows_wanted is None:
             raise InvalidQuery([f"by must be one of {', '.join(BREAKDOWNS)}; limit 1–100"])
-        rows = dashboard.breakdown_table(team=request.team, query=query, by=by, limit=int(limit))  # type: ignore[attr-defined]
+        rows = dashboard.breakdown_table(team=request.team, query=query, by=by, limit=rows_wanted)  # type: ignore[attr-defined]
         return Response(
             {
                 "by": by,
                 **_window(query),
                 "rows": [
                     {
-                        "value": row["public_id"] or row["value"],
+                        # Keys a role cannot see are named, not identified: their value is null.
+                        "value": row["public_id"] or (None if by == "key" else row["value"]),
                         "label": row["label"],
                         "requests": row["requests"],
                         "share": row["share"],

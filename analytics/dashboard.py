@@ -8,13 +8,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 from django.http import QueryDict
 from django.utils import timezone
 
 from analytics import selectors
 from analytics.selectors import STATUS_CLASSES, UsageFilter
+from project.params import EARLIEST_YEAR, LATEST_YEAR, is_time_zone, parse_local_datetime
 
 RANGES: dict[str, tuple[timedelta, str, str]] = {
     "1h": (timedelta(hours=1), "minute", "Last hour"),
@@ -46,6 +47,8 @@ class Query:
     params: dict[str, str]  # the normalized URL parameters
     labels: dict[str, str] = field(default_factory=dict)  # filter → what it shows (e.g. the endpoint's name)
     errors: tuple[str, ...] = ()
+    # Key ids are credentials where the secret is not required: roles without keys.view see key names only.
+    show_key_ids: bool = True
 
     @property
     def span(self) -> timedelta:
@@ -100,16 +103,6 @@ def bucket_starts(query: Query) -> list[datetime]:
     return starts
 
 
-def _parse_local(value: str, tz: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=ZoneInfo(tz))
-    return parsed.astimezone(UTC)
-
-
 def parse(
     data: QueryDict | dict[str, str],
     *,
@@ -117,8 +110,11 @@ def parse(
     user_tz: str = "UTC",
     fixed: dict[str, str] | None = None,
     now: datetime | None = None,
+    show_key_ids: bool = True,
 ) -> Query:
-    """The dashboard query from URL parameters. Bad values are dropped with a message, never a 500."""
+    """The dashboard query from URL parameters. Bad values are dropped with a message, never a 500.
+
+    show_key_ids=False (a role without keys.view): keys are shown by name only, and a key filter is refused."""
     from endpoints.models import ApiKey, Endpoint, Service
 
     now = now or timezone.now()
@@ -127,22 +123,21 @@ def parse(
     params: dict[str, str] = {}
 
     tz = get("tz") or user_tz or "UTC"
-    if tz not in available_timezones() and tz != "UTC":
-        errors.append(f"Unknown time zone {tz!r}; showing UTC.")
-        tz = "UTC"
-    try:
-        ZoneInfo(tz)
-    except ZoneInfoNotFoundError:
+    if not is_time_zone(tz):
+        errors.append(f"Unknown time zone {tz[:64]!r}; showing UTC.")
         tz = "UTC"
     params["tz"] = tz
 
     range_key = get("range") or DEFAULT_RANGE
     start = end = None
     if range_key == "custom":
-        start = _parse_local(get("start") or "", tz)
-        end = _parse_local(get("end") or "", tz)
+        start = parse_local_datetime(get("start"), tz)
+        end = parse_local_datetime(get("end"), tz)
         if start is None or end is None or start >= end:
-            errors.append("A custom range needs a start before its end (YYYY-MM-DDTHH:MM); showing the last 24 hours.")
+            errors.append(
+                f"A custom range needs a start before its end (YYYY-MM-DDTHH:MM, years {EARLIEST_YEAR}–{LATEST_YEAR}); "
+                "showing the last 24 hours."
+            )
             range_key = DEFAULT_RANGE
         elif end - start > timedelta(days=400):
             errors.append("A custom range can span at most 400 days; showing the last 24 hours.")
@@ -150,7 +145,7 @@ def parse(
         else:
             params["start"], params["end"] = get("start") or "", get("end") or ""
     if range_key != "custom" and range_key not in RANGES:
-        errors.append(f"Unknown range {range_key!r}; showing the last 24 hours.")
+        errors.append(f"Unknown range {range_key[:32]!r}; showing the last 24 hours.")
         range_key = DEFAULT_RANGE
     if range_key in RANGES:
         span, step, _label = RANGES[range_key]
@@ -171,7 +166,9 @@ def parse(
         else:
             endpoint_ids, labels["endpoint"] = (endpoint[0],), endpoint[1]
             params["endpoint"] = values["endpoint"]
-    if values["key"]:
+    if values["key"] and not show_key_ids:
+        errors.append("Your role does not show API keys, so the key filter was removed.")
+    elif values["key"]:
         key = ApiKey.objects.filter(team=team, key_id=values["key"]).values_list("pk", "name").first()
         if key is None:
             errors.append("That key is not one of this team's; the filter was removed.")
@@ -213,6 +210,7 @@ def parse(
         params=params,
         labels=labels,
         errors=tuple(errors),
+        show_key_ids=show_key_ids,
     )
 
 
@@ -384,8 +382,8 @@ def breakdown_table(*, team: Any, query: Query, by: str, limit: int = 10) -> lis
     p95 = selectors.latency_percentiles_by(
         team=team, start=query.start, end=query.end, by=by, values=values, grain=grain, filters=query.filters
     )
-    names = names_for(by, values)
-    public = public_ids_for(by, values)
+    names = names_for(by, values, key_ids=query.show_key_ids)
+    public = public_ids_for(by, values, key_ids=query.show_key_ids)
     total = sum(row["requests"] for row in rows) or 1
     return [
         {
@@ -403,15 +401,16 @@ def breakdown_table(*, team: Any, query: Query, by: str, limit: int = 10) -> lis
     ]
 
 
-def names_for(by: str, ids: list[Any]) -> dict[Any, str]:
-    """Display names for the values a panel shows: one query, whatever the number of endpoints and keys."""
+def names_for(by: str, ids: list[Any], *, key_ids: bool = True) -> dict[Any, str]:
+    """Display names for the values a panel shows: one query, whatever the number of endpoints and keys.
+    Keys are "name · key id", or the name alone for a role that does not see keys (key_ids=False)."""
     from endpoints.models import ApiKey, Endpoint, Service
 
     if by == "endpoint":
         return dict(Endpoint.objects.filter(pk__in=ids).values_list("pk", "name"))
     if by == "key":
         return {
-            pk: f"{name} · {key_id}"
+            pk: f"{name} · {key_id}" if key_ids else name
             for pk, name, key_id in ApiKey.objects.filter(pk__in=ids).values_list("pk", "name", "key_id")
         }
     if by == "service":
@@ -423,13 +422,13 @@ def names_for(by: str, ids: list[Any]) -> dict[Any, str]:
     return {}
 
 
-def public_ids_for(by: str, ids: list[Any]) -> dict[Any, str]:
-    """Public ids for links to endpoint and key pages (none for other dimensions)."""
+def public_ids_for(by: str, ids: list[Any], *, key_ids: bool = True) -> dict[Any, str]:
+    """Public ids for links to endpoint and key pages (none for other dimensions, nor keys when key_ids=False)."""
     from endpoints.models import ApiKey, Endpoint
 
     if by == "endpoint":
         return dict(Endpoint.objects.filter(pk__in=ids, deleted_at__isnull=True).values_list("pk", "public_id"))
-    if by == "key":
+    if by == "key" and key_ids:
         return dict(ApiKey.objects.filter(pk__in=ids).values_list("pk", "key_id"))
     return {}
 

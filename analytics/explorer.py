@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection
@@ -21,6 +22,7 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from analytics.models import ERROR_CLASS_NAMES
+from project.params import in_range, is_time_zone, parse_local_datetime
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
 DEFAULT_WINDOW = "1h"
@@ -62,6 +64,7 @@ class Search:
     cursor: tuple[datetime, int, str] | None = None
     params: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    show_key_ids: bool = True  # False for roles without keys.view: key names only (a key id can be a credential)
 
     def querystring(self, **overrides: str | None) -> str:
         params = {**self.params, **overrides}
@@ -86,30 +89,36 @@ def decode_cursor(value: str) -> tuple[datetime, int, str] | None:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         ts, batch, relay_id = raw.split("|", 2)
-        return datetime.fromisoformat(ts), int(batch), relay_id
+        moment, batch_id = datetime.fromisoformat(ts), int(batch)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         return None
+    if moment.tzinfo is None or not in_range(moment) or not 0 < batch_id < 2**63 or "\x00" in relay_id:
+        return None
+    return moment, batch_id, relay_id
 
 
-def parse(data: QueryDict | dict[str, str], *, team: Any, user_tz: str = "UTC", now: datetime | None = None) -> Search:
+def parse(
+    data: QueryDict | dict[str, str],
+    *,
+    team: Any,
+    user_tz: str = "UTC",
+    now: datetime | None = None,
+    show_key_ids: bool = True,
+) -> Search:
     from endpoints.models import ApiKey, Endpoint
 
     now = now or timezone.now()
     get = data.get
     errors: list[str] = []
     tz = get("tz") or user_tz or "UTC"
-    if tz != "UTC" and tz not in available_timezones():
-        errors.append(f"Unknown time zone {tz!r}; showing UTC.")
+    if not is_time_zone(tz):
+        errors.append(f"Unknown time zone {tz[:64]!r}; showing UTC.")
         tz = "UTC"
     params: dict[str, str] = {"tz": tz}
     window = get("window") or DEFAULT_WINDOW
     start = end = None
     if window == "custom":
-        try:
-            start = datetime.fromisoformat(get("start") or "").replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
-            end = datetime.fromisoformat(get("end") or "").replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
-        except ValueError:
-            start = end = None
+        start, end = parse_local_datetime(get("start"), tz), parse_local_datetime(get("end"), tz)
         if start is None or end is None or start >= end or end - start > timedelta(days=2):
             errors.append("A custom window needs a start before its end, at most 2 days apart; showing the last hour.")
             window = DEFAULT_WINDOW
@@ -117,19 +126,21 @@ def parse(data: QueryDict | dict[str, str], *, team: Any, user_tz: str = "UTC", 
             params["start"], params["end"] = get("start") or "", get("end") or ""
     if window != "custom":
         if window not in WINDOWS:
-            errors.append(f"Unknown window {window!r}; showing the last hour.")
+            errors.append(f"Unknown window {window[:32]!r}; showing the last hour.")
             window = DEFAULT_WINDOW
         end = now + timedelta(minutes=5)  # relays may be stamped a little ahead of our clock
         start = now - WINDOWS[window]
     params["window"] = window
-    search = Search(start=start, end=end, tz=tz, window=window, params=params, errors=errors)  # type: ignore[arg-type]
+    search = Search(start=start, end=end, tz=tz, window=window, params=params, errors=errors, show_key_ids=show_key_ids)  # type: ignore[arg-type]
     if get("endpoint"):
         pk = Endpoint.objects.filter(team=team, public_id=get("endpoint")).values_list("pk", flat=True).first()
         if pk is None:
             errors.append("That endpoint is not one of this team's; the filter was removed.")
         else:
             search.endpoint_pk, params["endpoint"] = pk, get("endpoint")  # type: ignore[assignment]
-    if get("key"):
+    if get("key") and not show_key_ids:
+        errors.append("Your role does not show API keys, so the key filter was removed.")
+    elif get("key"):
         pk = ApiKey.objects.filter(team=team, key_id=get("key")).values_list("pk", flat=True).first()
         if pk is None:
             errors.append("That key is not one of this team's; the filter was removed.")
@@ -147,7 +158,10 @@ def parse(data: QueryDict | dict[str, str], *, team: Any, user_tz: str = "UTC", 
             errors.append("Status must be 2xx, 3xx, 4xx or 5xx.")
     if get("min_latency"):
         try:
-            search.min_latency_ms = max(0.0, float(get("min_latency") or 0))
+            minimum = float(get("min_latency") or 0)
+            if not math.isfinite(minimum):
+                raise ValueError(minimum)
+            search.min_latency_ms = max(0.0, minimum)
             params["min_latency"] = get("min_latency") or ""
         except ValueError:
             errors.append("Minimum latency must be a number of milliseconds.")
@@ -194,7 +208,7 @@ def _rows(team: Any, search: Search, *, limit: int, after: tuple[datetime, int, 
         return [dict(zip(COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _names(rows: list[dict[str, Any]]) -> None:
+def _names(rows: list[dict[str, Any]], *, key_ids: bool = True) -> None:
     from endpoints.models import ApiKey, Endpoint
 
     endpoints = dict(Endpoint.objects.filter(pk__in={r["endpoint_id"] for r in rows}).values_list("pk", "name"))
@@ -207,6 +221,8 @@ def _names(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         row["endpoint_name"] = endpoints.get(row["endpoint_id"], "—")
         row["key_public_id"], row["key_name"] = keys.get(row["key_id"], ("—", "—"))
+        if not key_ids:
+            row["key_public_id"] = ""
         row["error_class_name"] = ERROR_CLASS_NAMES.get(row["error_class"]) or ""
 
 
@@ -220,7 +236,7 @@ def page(*, team: Any, search: Search, size: int = PAGE_SIZE) -> Page:
     rows = _rows(team, search, limit=size + 1, after=search.cursor)
     more = len(rows) > size
     rows = rows[:size]
-    _names(rows)
+    _names(rows, key_ids=search.show_key_ids)
     last = rows[-1] if rows and more else None
     return Page(rows, encode_cursor(last["ts"], last["batch_id"], last["relay_id"]) if last else None)
 
@@ -231,7 +247,7 @@ def csv_rows(*, team: Any, search: Search, cap: int = CSV_CAP) -> Iterator[list[
         f"ts ({search.tz})",
         "relay_id",
         "endpoint",
-        "key_id",
+        "key_id" if search.show_key_ids else "key",
         "service",
         "method",
         "region",
@@ -250,13 +266,13 @@ def csv_rows(*, team: Any, search: Search, cap: int = CSV_CAP) -> Iterator[list[
         rows = _rows(team, search, limit=min(5000, cap - sent), after=after)
         if not rows:
             return
-        _names(rows)
+        _names(rows, key_ids=search.show_key_ids)
         for r in rows:
             yield [
                 r["ts"].astimezone(zone).isoformat(),
                 r["relay_id"],
                 r["endpoint_name"],
-                r["key_public_id"],
+                r["key_public_id"] if search.show_key_ids else r["key_name"],
                 r["service"],
                 r["method"],
                 r["region"],
@@ -275,7 +291,7 @@ def csv_rows(*, team: Any, search: Search, cap: int = CSV_CAP) -> Iterator[list[
         yield [f"# capped at {cap:,} rows: narrow the time window or filters to export the rest"]
 
 
-def relay(*, team: Any, batch_id: int, relay_id: str) -> dict[str, Any] | None:
+def relay(*, team: Any, batch_id: int, relay_id: str, show_key_ids: bool = True) -> dict[str, Any] | None:
     if not relay_id or len(relay_id) > 64:
         return None
     with connection.cursor() as cursor:
@@ -287,5 +303,5 @@ def relay(*, team: Any, batch_id: int, relay_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     found = dict(zip(COLUMNS, row, strict=True))
-    _names([found])
+    _names([found], key_ids=show_key_ids)
     return found

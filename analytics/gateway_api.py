@@ -34,6 +34,7 @@ def _chunks(request: Request) -> Iterator[bytes]:
 class UsageIngestAPI(APIView):
     authentication_classes = [GatewayCredentialAuthentication]
     permission_classes = [IsGateway]
+    throttle_classes: list = []  # gateways are bounded by batch sizes, not a per-minute count
     parser_classes: list = []  # the body is NDJSON, read and validated by analytics.ingest
 
     @extend_schema(
@@ -47,7 +48,8 @@ class UsageIngestAPI(APIView):
             "and counts nothing twice; the same key with a different body is 409. Any malformed record (wrong type, "
             "out of range, `id`/`method`/`region` outside printable ASCII, a duplicate id) refuses the whole batch "
             "with 422, listing line numbers and reasons; nothing is stored. A well-formed record that cannot be "
-            "attributed — an unknown or deleted key, a key of another endpoint, an unknown service — does not block "
+            "attributed — an unknown key, a key of a deleted team, a key of another endpoint, an unknown service — "
+            "does not block "
             "the batch: it is stored in the operator's quarantine and counted in `quarantined`. Several "
             "concatenated gzip members are one body; bytes after the last member are 400. 202 means the batch is "
             "committed: it will be counted exactly once, whatever happens to the aggregation."
@@ -75,7 +77,8 @@ class UsageIngestAPI(APIView):
                     ),
                     "quarantine_reasons": serializers.DictField(
                         child=serializers.IntegerField(),
-                        help_text="Quarantined records per reason: unknown_key, endpoint_mismatch, unknown_service.",
+                        help_text="Quarantined records per reason: unknown_key, team_deleted, endpoint_mismatch, "
+                        "unknown_service.",
                     ),
                     "status": serializers.CharField(),
                     "replayed": serializers.BooleanField(

@@ -284,15 +284,17 @@ class _Aside(NamedTuple):
 
 
 def resolve(rows: list[_Row]) -> tuple[dict[str, tuple[int, int, int, str]], list[_Aside]]:
-    """key_id → (key pk, team id, endpoint pk, endpoint public id), for keys revoked or deleted too; and the
-    records to set aside: an unknown key (its team was deleted, say), a key of another endpoint, an unknown service."""
+    """key_id → (key pk, team id, endpoint pk, endpoint public id), for revoked keys and deleted endpoints too; and
+    the records to set aside: an unknown key, a key of a deleted team, a key of another endpoint, an unknown service."""
     key_ids = {row.record.key_id for row in rows}
-    keys = {
-        key_id: (pk, team_id, endpoint_pk, endpoint_public_id)
-        for key_id, pk, team_id, endpoint_pk, endpoint_public_id in ApiKey.objects.filter(
-            key_id__in=key_ids
-        ).values_list("key_id", "id", "team_id", "endpoint_id", "endpoint__public_id")
-    }
+    keys: dict[str, tuple[int, int, int, str]] = {}
+    closed: set[str] = set()  # keys of deleted teams: nobody is billed for them any more
+    for key_id, pk, team_id, endpoint_pk, endpoint_public_id, team_deleted_at in ApiKey.objects.filter(
+        key_id__in=key_ids
+    ).values_list("key_id", "id", "team_id", "endpoint_id", "endpoint__public_id", "team__deleted_at"):
+        keys[key_id] = (pk, team_id, endpoint_pk, endpoint_public_id)
+        if team_deleted_at is not None:
+            closed.add(key_id)
     services = _services()
     aside: list[_Aside] = []
     for row in rows:
@@ -300,6 +302,9 @@ def resolve(rows: list[_Row]) -> tuple[dict[str, tuple[int, int, int, str]], lis
         known = keys.get(record.key_id)
         if known is None:
             aside.append(_Aside(row, QuarantineReason.UNKNOWN_KEY, f"unknown key_id {record.key_id!r}", None))
+        elif record.key_id in closed:
+            detail = f"key {record.key_id} belongs to a deleted team"
+            aside.append(_Aside(row, QuarantineReason.TEAM_DELETED, detail, known[1]))
         elif known[3] != record.endpoint_id:
             detail = f"key {record.key_id} belongs to endpoint {known[3]}, not {record.endpoint_id}"
             aside.append(_Aside(row, QuarantineReason.ENDPOINT_MISMATCH, detail, known[1]))

@@ -46,7 +46,8 @@ class IngestBatch(models.Model):
 
 
 class QuarantineReason(models.TextChoices):
-    UNKNOWN_KEY = "unknown_key", "Unknown key (never existed, or its team was deleted)"
+    UNKNOWN_KEY = "unknown_key", "Unknown key"
+    TEAM_DELETED = "team_deleted", "The key's team was deleted"
     ENDPOINT_MISMATCH = "endpoint_mismatch", "The key belongs to another endpoint"
     UNKNOWN_SERVICE = "unknown_service", "Service not in the catalog"
 

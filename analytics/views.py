@@ -6,7 +6,6 @@ holds up the others, and every panel can be fetched alone, as HTML or as CSV (?f
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -14,24 +13,33 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from accounts.permissions import can, team_view
+from accounts.permissions import allows, can, team_view
 from accounts.services import user_email_verified
 from analytics import dashboard, explorer
 from analytics.dashboard import BREAKDOWNS, COMMON_ZONES, RANGES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import ApiKey, Endpoint
+from project.csv import csv_response
+from project.params import is_time_zone
 
 PANELS = ("cards", "requests", "latency", "errors", "table")
 
 
+def _shows_key_ids(request: HttpRequest, team: Any) -> bool:
+    """Key ids are credentials where the secret is not required: only roles with keys.view see them."""
+    return team is None or allows(getattr(request, "membership", None), "keys.view")
+
+
 def _query(request: HttpRequest, team: Any, fixed: dict[str, str] | None = None) -> dashboard.Query:
     user_tz = getattr(request.user, "time_zone", "UTC") or "UTC"
-    return dashboard.parse(request.GET, team=team, user_tz=user_tz, fixed=fixed)
+    return dashboard.parse(
+        request.GET, team=team, user_tz=user_tz, fixed=fixed, show_key_ids=_shows_key_ids(request, team)
+    )
 
 
 def _shell_context(
@@ -48,7 +56,7 @@ def _shell_context(
             .order_by("name")
             .values_list("key_id", "name")
         )
-        if team and can(request.membership.role, "keys.view")  # type: ignore[attr-defined]
+        if team and _shows_key_ids(request, team)
         else []
     )
     return {
@@ -180,18 +188,6 @@ def _row_link(team: Any, by: str) -> str | None:
 # --- CSV -----------------------------------------------------------------------------------------
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_response(name: str, rows: Iterator[list[Any]]) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-    response = StreamingHttpResponse((writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-    return response
-
-
 def _local(ts: int | datetime, tz: str) -> str:
     from zoneinfo import ZoneInfo
 
@@ -205,7 +201,7 @@ def _csv_chart(query: dashboard.Query, name: str, chart: dict[str, Any]) -> Stre
         for i, ts in enumerate(chart["x"]):
             yield [_local(ts, query.tz), *("" if s["values"][i] is None else s["values"][i] for s in chart["series"])]
 
-    return _csv_response(f"{name}-{query.range_key}", rows())
+    return csv_response(f"{name}-{query.range_key}", rows())
 
 
 def _csv_table(query: dashboard.Query, by: str, table: list[dict[str, Any]]) -> StreamingHttpResponse:
@@ -217,7 +213,7 @@ def _csv_table(query: dashboard.Query, by: str, table: list[dict[str, Any]]) -> 
                    "" if row["success_rate"] is None else round(row["success_rate"], 6),
                    "" if row["p95"] is None else round(row["p95"], 2), row["units"]]  # fmt: skip
 
-    return _csv_response(f"top-{by}-{query.range_key}", rows())
+    return csv_response(f"top-{by}-{query.range_key}", rows())
 
 
 def _csv_cards(query: dashboard.Query, cards: dict[str, Any]) -> StreamingHttpResponse:
@@ -234,7 +230,7 @@ def _csv_cards(query: dashboard.Query, cards: dict[str, Any]) -> StreamingHttpRe
                 _local(query.end, query.tz),
             ]
 
-    return _csv_response(f"summary-{query.range_key}", rows())
+    return csv_response(f"summary-{query.range_key}", rows())
 
 
 # --- relay explorer ------------------------------------------------------------------------------
@@ -243,9 +239,14 @@ def _csv_cards(query: dashboard.Query, cards: dict[str, Any]) -> StreamingHttpRe
 @team_view(GET="usage.view")
 def explorer_page(request: HttpRequest) -> HttpResponse:
     team = request.team  # type: ignore[attr-defined]
-    search = explorer.parse(request.GET, team=team, user_tz=getattr(request.user, "time_zone", "UTC"))
+    search = explorer.parse(
+        request.GET,
+        team=team,
+        user_tz=getattr(request.user, "time_zone", "UTC"),
+        show_key_ids=_shows_key_ids(request, team),
+    )
     if request.GET.get("format") == "csv":
-        return _csv_response("relays", explorer.csv_rows(team=team, search=search))
+        return csv_response("relays", explorer.csv_rows(team=team, search=search))
     page = explorer.page(team=team, search=search)
     context = {
         "search": search,
@@ -270,11 +271,13 @@ def explorer_page(request: HttpRequest) -> HttpResponse:
 @team_view(GET="usage.view")
 def relay_detail(request: HttpRequest, batch_id: int, relay_id: str) -> HttpResponse:
     team = request.team  # type: ignore[attr-defined]
-    relay = explorer.relay(team=team, batch_id=batch_id, relay_id=relay_id)
+    relay = explorer.relay(team=team, batch_id=batch_id, relay_id=relay_id, show_key_ids=_shows_key_ids(request, team))
     if relay is None:
         raise Http404("No such relay (it may be past the retention window)")
-    tz = getattr(request.user, "time_zone", "UTC") or "UTC"
-    return render(request, "analytics/_relay.html", {"relay": relay, "tz": request.GET.get("tz") or tz})
+    tz = request.GET.get("tz") or getattr(request.user, "time_zone", "UTC") or "UTC"
+    if not is_time_zone(tz):
+        return HttpResponseBadRequest(f"Unknown time zone {tz[:64]!r}.", content_type="text/plain; charset=utf-8")
+    return render(request, "analytics/_relay.html", {"relay": relay, "tz": tz})
 
 
 # --- the operator's view -------------------------------------------------------------------------

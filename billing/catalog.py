@@ -22,8 +22,14 @@ PLANS = [
 ]  # fmt: skip
 
 
+# Requests per second an endpoint may have on each plan (Alchemy, Infura and QuickNode scale theirs by tier).
+RATE_LIMITS_RPS = {"free": 25, "payg": 300, "growth": 1_000, "enterprise": 10_000}
+
+
 def plans_sync(Plan: Any, PlanVersion: Any) -> None:  # noqa: N803 - model classes (historical ones in the migration)
-    """Create the plans and their first versions if missing; never touches later versions."""
+    """Create the plans and their first versions if missing; never touches later versions. Sets only the fields the
+    given (possibly historical) model has, so the early migrations keep working as the catalog grows."""
+    fields = {field.name for field in Plan._meta.get_fields()}
     for order, (
         slug,
         name,
@@ -36,11 +42,12 @@ def plans_sync(Plan: Any, PlanVersion: Any) -> None:  # noqa: N803 - model class
         included,
         tiers,
     ) in enumerate(PLANS):
+        defaults = {"name": name, "tagline": tagline, "self_serve": self_serve, "requires_payment": requires_payment,
+                     "hard_cap": hard_cap, "invoiced": invoiced, "sort_order": order,
+                     "rate_limit_rps": RATE_LIMITS_RPS[slug]}  # fmt: skip
         plan, _ = Plan.objects.update_or_create(
-            slug=slug,
-            defaults={"name": name, "tagline": tagline, "self_serve": self_serve, "requires_payment": requires_payment,
-                      "hard_cap": hard_cap, "invoiced": invoiced, "sort_order": order},
-        )  # fmt: skip
+            slug=slug, defaults={name: value for name, value in defaults.items() if name in fields}
+        )
         PlanVersion.objects.get_or_create(
             plan=plan, team=None, effective_from=START,
             defaults={"monthly_fee": Decimal(fee), "included_units": included, "tiers": tiers},

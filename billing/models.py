@@ -25,6 +25,11 @@ class Plan(models.Model):
     requires_payment = models.BooleanField(default=True, help_text="Needs a Stripe subscription and a card.")
     hard_cap = models.BooleanField(default=False, help_text="Keys stop when the allowance is used up (Free).")
     invoiced = models.BooleanField(default=False, help_text="Invoiced with payment terms instead of card charges.")
+    rate_limit_rps = models.PositiveIntegerField(
+        default=25,
+        help_text="Requests per second an endpoint may have on this plan: the limit when an endpoint sets none, and "
+        "the most it may set. The gateway gets the effective limit in the config feed.",
+    )
     sort_order = models.PositiveSmallIntegerField(default=0)
 
     class Meta:

@@ -107,6 +107,21 @@ def team_has_unpaid_invoices(*, team: Any) -> bool:
     return Invoice.objects.filter(team=team, status__in=UNPAID, amount_remaining__gt=0).exists()
 
 
+def team_deletion_blocker(*, team: Any) -> tuple[str, str] | None:
+    """Why the team cannot be deleted yet — (code, message) — or None. An invoice that is not final (a draft Stripe
+    may still change) or one still unpaid keeps the team until it is settled."""
+    draft = Invoice.objects.filter(team=team, status=InvoiceStatus.DRAFT).order_by("created").first()
+    if draft is not None:
+        message = (
+            f"Invoice {draft} is still a draft: Stripe finalizes it within about an hour. Delete the team once it is "
+            "final (and paid)."
+        )
+        return "invoice_not_final", message
+    if team_has_unpaid_invoices(team=team):
+        return "unpaid_invoice", "This team has an unpaid invoice. Pay or settle it before deleting the team."
+    return None
+
+
 def overdue_invoices(*, team: Any) -> QuerySet[Invoice]:
     """Invoices whose payment failed and are still unpaid, oldest failure first."""
     return Invoice.objects.filter(

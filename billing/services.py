@@ -145,6 +145,51 @@ def portal_start(*, team: Team, actor: User, return_url: str) -> str:
     return str(session["url"])
 
 
+def subscription_cancel_for_team_deletion(*, team: Team, actor: User | None) -> None:
+    """Before a team is deleted: report its closed usage hours to the meter, then cancel its subscription at Stripe
+    now — a final invoice for the usage not invoiced yet, a prorated credit for the unused fee — so nothing keeps
+    billing a team that no longer exists. Outside any transaction; a Stripe failure refuses the deletion."""
+    account = selectors.account_of(team=team)
+    if not has_live_subscription(account):
+        return
+    assert account is not None  # for the type checker: has_live_subscription says so
+    if not stripe_client.configured():
+        raise ServiceError(
+            "payments_not_connected",
+            "The team has a Stripe subscription, but payments are not connected here, so it cannot be canceled. "
+            "Nothing was deleted.",
+            status=409,
+        )
+    try:
+        meter_record(team=team)
+        meter_send(team=team)
+        try:
+            subscription = stripe_client.subscription_retrieve(account.stripe_subscription_id)
+        except stripe_client.StripeCallError as error:
+            if not error.missing:
+                raise
+            subscription = {"id": account.stripe_subscription_id, "status": SubscriptionStatus.CANCELED}
+        if subscription["status"] not in (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED):
+            subscription = stripe_client.subscription_cancel(
+                account.stripe_subscription_id, reason=f"Gatehouse team {team.slug} (id {team.pk}) deleted"
+            )
+    except stripe_client.StripeCallError as error:
+        raise ServiceError(
+            "stripe_unavailable",
+            f"Stripe could not cancel the subscription ({error}). Nothing was deleted; try again in a moment.",
+            status=502,
+        ) from None
+    BillingAccount.objects.filter(pk=account.pk).update(
+        subscription_status=subscription["status"], cancel_at_period_end=False, subscription_synced_at=timezone.now()
+    )
+    audit_record(
+        action="billing.subscription_canceled",
+        actor=actor,
+        team=team,
+        after={"subscription": account.stripe_subscription_id, "reason": "team deleted"},
+    )
+
+
 # --- webhook events ------------------------------------------------------------------------------
 
 
@@ -305,6 +350,10 @@ def subscription_sync(*, account: BillingAccount, subscription_id: str) -> Billi
         after = {"plan": account.plan_id, "status": account.subscription_status}
         if after != before:
             audit_record(action="billing.subscription_changed", team=account.team, before=before, after=after)
+        if after["plan"] != before["plan"]:
+            from endpoints.services import team_limits_changed
+
+            team_limits_changed(team=account.team)  # the new plan's rate limit reaches the gateway
         team = account.team
         transaction.on_commit(lambda: enforce_team(team=team))
     return account

@@ -143,6 +143,17 @@ def subscription_retrieve(subscription_id: str) -> dict[str, Any]:
     return _call(_stripe().v1.subscriptions.retrieve, subscription_id, params={"expand": ["default_payment_method"]})
 
 
+def subscription_cancel(subscription_id: str, *, reason: str) -> dict[str, Any]:
+    """Cancel now, with a final invoice for usage not invoiced yet and a prorated credit for the unused fee.
+
+    (DELETE takes no idempotency key at Stripe; a repeat finds the subscription canceled, so callers retrieve first.)"""
+    return _call(
+        _stripe().v1.subscriptions.cancel,
+        subscription_id,
+        params={"invoice_now": True, "prorate": True, "cancellation_details": {"comment": reason[:500]}},
+    )
+
+
 def checkout_session_retrieve(session_id: str) -> dict[str, Any]:
     return _call(_stripe().v1.checkout.sessions.retrieve, session_id)
 

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.permissions import can, team_view
+from accounts.models import Team
+from accounts.permissions import allows, team_view
 from billing import selectors, services, stripe_client
 from billing.forms import InvoiceFilterForm
 from billing.models import (
@@ -30,7 +32,9 @@ from billing.models import (
     Reconciliation,
     StripeEvent,
 )
+from project.csv import csv_response
 from project.errors import ServiceError
+from project.params import parse_int
 
 INVOICE_PAGE_SIZE = 25
 CSV_LIMIT = 10_000
@@ -78,8 +82,8 @@ def billing_home(request: HttpRequest) -> HttpResponse:
             "invoices": selectors.invoice_list(team=team)[:5],
             "overdue": selectors.overdue_of(team=team),
             "connected": stripe_client.configured(),
-            "can_manage": can(request.membership.role, "billing.manage"),  # type: ignore[attr-defined]
-            "can_payment_method": can(request.membership.role, "billing.payment_method"),  # type: ignore[attr-defined]
+            "can_manage": allows(request.membership, "billing.manage"),  # type: ignore[attr-defined]
+            "can_payment_method": allows(request.membership, "billing.payment_method"),  # type: ignore[attr-defined]
         },
     )
 
@@ -99,7 +103,7 @@ def billing_plans(request: HttpRequest) -> HttpResponse:
             "current": current,
             "subscribed": services.has_live_subscription(account),
             "connected": stripe_client.configured(),
-            "can_manage": can(request.membership.role, "billing.manage"),  # type: ignore[attr-defined]
+            "can_manage": allows(request.membership, "billing.manage"),  # type: ignore[attr-defined]
         },
     )
 
@@ -159,24 +163,12 @@ def _filtered_invoices(request: HttpRequest) -> tuple[InvoiceFilterForm, Any]:
     return form, selectors.invoice_list(team=team, **filters)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv(filename: str, rows: Iterator[list[Any]]) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-    response = StreamingHttpResponse((writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
-    return response
-
-
 def _date(moment: datetime | None) -> str:
     return moment.astimezone(UTC).date().isoformat() if moment else ""
 
 
-def _money(cents: int) -> str:
-    return f"{cents / 100:.2f}"
+def _money(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))  # a number, so a credit (negative) stays a number
 
 
 @team_view(GET="billing.view")
@@ -197,7 +189,7 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
                        _money(invoice.amount_paid), _money(invoice.amount_remaining), invoice.stripe_id,
                        invoice.hosted_invoice_url]  # fmt: skip
 
-        return _csv(f"{team.slug}-invoices", rows())
+        return csv_response(f"{team.slug}-invoices", rows())
     page = Paginator(invoices, INVOICE_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
@@ -213,9 +205,10 @@ def invoice_lines_csv(request: HttpRequest) -> StreamingHttpResponse:
     _form, invoices = _filtered_invoices(request)
     one = request.GET.get("invoice", "")
     if one:
-        if not one.isdigit():
+        invoice_id = parse_int(one, minimum=1, maximum=2**62)
+        if invoice_id is None:
             raise Http404("No such invoice")
-        invoices = invoices.filter(pk=int(one))
+        invoices = invoices.filter(pk=invoice_id)
     lines = (
         InvoiceLine.objects.filter(invoice__in=invoices[:CSV_LIMIT].values("pk"))
         .select_related("invoice")
@@ -229,7 +222,7 @@ def invoice_lines_csv(request: HttpRequest) -> StreamingHttpResponse:
                    _money(line.amount), line.invoice.currency, _date(line.period_start), _date(line.period_end),
                    line.price_id, line.invoice.stripe_id]  # fmt: skip
 
-    return _csv(f"{team.slug}-invoice-lines", rows())
+    return csv_response(f"{team.slug}-invoice-lines", rows())
 
 
 @team_view(GET="billing.view")
@@ -273,6 +266,17 @@ def operator_billing(request: HttpRequest) -> HttpResponse:
     page = Paginator(failed, 50).get_page(request.GET.get("page"))
     reconciliations = [r for r in Reconciliation.objects.select_related("team")[:500] if not r.matches][:100]
     meter_failures = MeterReport.objects.filter(status=MeterReportStatus.FAILED).select_related("team")[:100]
+    deleted_teams = (
+        Team.objects.filter(deleted_at__isnull=False)
+        .select_related("billing")
+        .annotate(
+            invoice_count=Count("invoices"),
+            unpaid_count=Count(
+                "invoices", filter=Q(invoices__status__in=selectors.UNPAID, invoices__amount_remaining__gt=0)
+            ),
+        )
+        .order_by("-deleted_at")[:100]
+    )
     return render(
         request,
         "billing/operator.html",
@@ -280,6 +284,7 @@ def operator_billing(request: HttpRequest) -> HttpResponse:
             "page": page,
             "reconciliations": reconciliations,
             "meter_failures": meter_failures,
+            "deleted_teams": deleted_teams,
             "connected": stripe_client.configured(),
         },
     )

@@ -78,6 +78,7 @@ _ENDPOINT_FIELDS = (
     "allowed_methods",
     "deleted_at",
     "team__gateway_suspension__reason",
+    "team__billing__plan__rate_limit_rps",
 )
 _KEY_FIELDS = (
     "key_id",
@@ -96,9 +97,11 @@ _KEY_FIELDS = (
 )
 
 
-def _endpoint_record(row: tuple[Any, ...], services: list[str]) -> dict[str, Any]:
+def _endpoint_record(row: tuple[Any, ...], services: list[str], default_plan_rps: int) -> dict[str, Any]:
     (public_id, team, environment, status, reason, rps, cap, secret_required, origins, agents, ips, contracts,
-     methods, deleted_at, team_suspension) = row  # fmt: skip
+     methods, deleted_at, team_suspension, plan_rps) = row  # fmt: skip
+    plan_rps = plan_rps or default_plan_rps  # a team without a billing account is on Free
+    rps = min(rps, plan_rps) if rps else plan_rps  # never above the plan, whatever was stored before a downgrade
     if deleted_at is not None:
         effective = Status("deleted")
     elif team_suspension:
@@ -156,6 +159,13 @@ def _key_record(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
     }
 
 
+def _free_plan_rps() -> int:
+    from billing.models import Plan
+    from billing.selectors import FREE
+
+    return Plan.objects.filter(slug=FREE).values_list("rate_limit_rps", flat=True).first() or 1
+
+
 def _endpoints(filter_: Q) -> list[dict[str, Any]]:
     rows = (
         Endpoint.objects.filter(filter_)
@@ -163,7 +173,8 @@ def _endpoints(filter_: Q) -> list[dict[str, Any]]:
         .values_list(*_ENDPOINT_FIELDS, "service_ids")
         .order_by()
     )
-    return [_endpoint_record(row[:-1], sorted(s for s in row[-1] if s)) for row in rows]
+    default_rps = _free_plan_rps()
+    return [_endpoint_record(row[:-1], sorted(s for s in row[-1] if s), default_rps) for row in rows]
 
 
 def _keys(filter_: Q, now: datetime) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from accounts.forms import ServiceErrorMixin
 from endpoints import validators
 from endpoints.models import Endpoint, Environment, Service, ServiceKind
 from endpoints.selectors import known_methods, service_list
-from endpoints.services import ROTATION_OVERLAPS
+from endpoints.services import ROTATION_OVERLAPS, plan_rate_limit
 
 
 class ServiceChoiceField(forms.ModelMultipleChoiceField):
@@ -98,6 +98,10 @@ class EndpointSecurityForm(ServiceErrorMixin, forms.Form):
     def __init__(self, *args: Any, endpoint: Endpoint, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.endpoint = endpoint
+        plan_rps = plan_rate_limit(endpoint.team)
+        rps = self.fields["rate_limit_rps"]
+        rps.help_text = f"Empty: your plan's limit, {plan_rps:,} per second. Your plan allows up to {plan_rps:,}."
+        rps.widget.attrs["max"] = plan_rps
         self.service_fields: list[tuple[Service, str | None, str]] = []
         for service in endpoint.services.all():
             contracts_field = None

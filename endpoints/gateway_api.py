@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from endpoints import feed
 from endpoints.authentication import GatewayCredentialAuthentication, IsGateway
 from project.api import ErrorSerializer
+from project.params import parse_int
 
 _encoder = msgspec.json.Encoder()
 
@@ -44,7 +45,10 @@ _ENDPOINT = inline_serializer(
         "status": serializers.ChoiceField(choices=["active", "suspended", "deleted"]),
         "status_reason": serializers.CharField(allow_null=True),
         "services": serializers.ListField(child=serializers.CharField()),
-        "rate_limit_rps": serializers.IntegerField(allow_null=True),
+        "rate_limit_rps": serializers.IntegerField(
+            help_text="Requests per second to enforce: the endpoint's own limit, never above its team's plan limit "
+            "(the plan's limit when the endpoint sets none)."
+        ),
         "monthly_unit_cap": serializers.IntegerField(allow_null=True),
         "secret_key_required": serializers.BooleanField(),
         "allowlists": serializers.DictField(
@@ -72,6 +76,7 @@ _KEY = inline_serializer(
 class ConfigFeedAPI(APIView):
     authentication_classes = [GatewayCredentialAuthentication]
     permission_classes = [IsGateway]
+    throttle_classes: list = []  # gateways are bounded by batch sizes, not a per-minute count
 
     @extend_schema(
         operation_id="gateway_config",
@@ -124,7 +129,9 @@ class ConfigFeedAPI(APIView):
             body = feed.snapshot()
             return json_response(request, body, etag=f'W/"snap-{body["cursor"]}"')
         limit_raw = request.query_params.get("limit", str(feed.DEFAULT_CHANGES_LIMIT))
-        if not since_raw.isdigit() or not limit_raw.isdigit() or not 1 <= int(limit_raw) <= feed.MAX_CHANGES_LIMIT:
+        since = parse_int(since_raw, minimum=0, maximum=2**62)
+        limit = parse_int(limit_raw, minimum=1, maximum=feed.MAX_CHANGES_LIMIT)
+        if since is None or limit is None:
             return json_response(
                 request,
                 {
@@ -135,7 +142,7 @@ class ConfigFeedAPI(APIView):
                 status=400,
             )
         try:
-            body = feed.changes(since=int(since_raw), limit=int(limit_raw))
+            body = feed.changes(since=since, limit=limit)
         except feed.CursorExpiredError:
             return json_response(
                 request,

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -132,6 +133,13 @@ def endpoint_create(
     chosen = _active_services(services)
     if not chosen:
         raise ServiceError("services_required", "Enable at least one service.", field="services")
+    Team.objects.select_for_update().filter(pk=team.pk).first()  # one creation at a time: the count holds
+    if Endpoint.objects.filter(team=team).live().count() >= settings.TEAM_MAX_ENDPOINTS:
+        raise ServiceError(
+            "quota_exceeded",
+            f"This team has {settings.TEAM_MAX_ENDPOINTS} endpoints, the most it can have. Delete endpoints it no "
+            "longer uses, or contact support to raise the limit.",
+        )
     endpoint = Endpoint.objects.create(
         public_id=key_format.public_id("ep_", 12),
         team=team,
@@ -172,6 +180,8 @@ def endpoint_update(
         changes["name"] = str(changes["name"]).strip()[:80]
         if not changes["name"]:
             raise ServiceError("name_required", "Give the endpoint a name.", field="name")
+    if changes.get("rate_limit_rps") is not None:
+        _check_rate_limit(endpoint.team, changes["rate_limit_rps"])
     before = _snapshot(endpoint, changes)
     changed = {field for field, value in changes.items() if before[field] != value}
     before_services = sorted(endpoint.services.values_list("id", flat=True))
@@ -203,6 +213,30 @@ def endpoint_update(
     if changed & set(ENFORCED_FIELDS) or after_services != before_services:
         config_change_record(endpoints=[endpoint], keys=_keys_that_matter([endpoint]))
     return endpoint
+
+
+def plan_rate_limit(team: Team) -> int:
+    """The most requests per second the team's plan allows an endpoint (and its limit when the endpoint sets none)."""
+    from billing.selectors import plan_of
+
+    return plan_of(team=team).rate_limit_rps
+
+
+def _check_rate_limit(team: Team, rps: int) -> None:
+    allowed = plan_rate_limit(team)
+    if rps > allowed:
+        raise ServiceError(
+            "rate_limit_above_plan",
+            f"Your plan allows up to {allowed:,} requests per second per endpoint; choose {allowed:,} or less, or "
+            "leave it empty for the plan's limit.",
+            field="rate_limit_rps",
+        )
+
+
+def team_limits_changed(*, team: Team) -> None:
+    """The team's plan changed what the gateway enforces (its rate limit): republish its endpoints in the feed."""
+    endpoints = list(Endpoint.objects.filter(team=team).live())
+    config_change_record(endpoints=endpoints)
 
 
 def endpoint_set_paused(
@@ -301,9 +335,17 @@ def api_key_create(
         )
     _validate_key_limits(expires_at, daily_unit_cap)
     with transaction.atomic():
+        Team.objects.select_for_update().filter(pk=endpoint.team_id).first()  # one creation at a time
         endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
         if endpoint.deleted_at is not None:
             raise ServiceError("endpoint_deleted", "This endpoint was deleted.", status=404)
+        working = ApiKey.objects.filter(team_id=endpoint.team_id, revoked_at__isnull=True, endpoint__deleted_at=None)
+        if working.count() >= settings.TEAM_MAX_KEYS:
+            raise ServiceError(
+                "quota_exceeded",
+                f"This team has {settings.TEAM_MAX_KEYS} API keys, the most it can have. Revoke keys it no longer "
+                "uses, or contact support to raise the limit.",
+            )
         key, secret = _new_key(
             endpoint=endpoint, name=name[:80], actor=actor, expires_at=expires_at, daily_unit_cap=daily_unit_cap
         )
@@ -459,11 +501,13 @@ def team_unsuspend(*, team: Team) -> None:
 
 
 def team_gateway_config_delete(*, team: Team) -> None:
-    """Delete a team's endpoints and keys and tell the gateway (inside the team deletion's transaction)."""
-    endpoints = list(Endpoint.objects.select_for_update().filter(team=team))
+    """End a deleted team's endpoints and keys and tell the gateway (inside the team deletion's transaction). The
+    rows stay, deleted and revoked, so the team's invoices and usage keep their names."""
+    now = timezone.now()
+    endpoints = list(Endpoint.objects.select_for_update().filter(team=team, deleted_at__isnull=True))
     keys = list(ApiKey.objects.select_for_update().filter(team=team, revoked_at__isnull=True))
-    ApiKey.objects.filter(team=team).delete()
-    Endpoint.objects.filter(team=team).delete()
+    ApiKey.objects.filter(pk__in=[k.pk for k in keys]).update(revoked_at=now)
+    Endpoint.objects.filter(pk__in=[e.pk for e in endpoints]).update(deleted_at=now)
     config_change_record(endpoints=endpoints, keys=keys)
 
 

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "project.middleware.RequestIdMiddleware",
+    "project.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -345,7 +346,19 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": ["project.throttling.PrincipalRateThrottle"],
 }
+# Team API rate limits (429 with Retry-After beyond them): per management token, per signed-in user, per address.
+API_THROTTLE_RATES = {
+    "token": env_str("API_THROTTLE_TOKEN", "600/min"),
+    "user": env_str("API_THROTTLE_USER", "300/min"),
+    "anon": env_str("API_THROTTLE_ANON", "60/min"),
+}
+# Per-team limits, so one team (or one leaked token) cannot bloat the gateway's config feed: live endpoints, keys
+# that work (revoked ones do not count) and active management tokens. A key rotation is always allowed.
+TEAM_MAX_ENDPOINTS = env_int("TEAM_MAX_ENDPOINTS", 200, minimum=1)
+TEAM_MAX_KEYS = env_int("TEAM_MAX_KEYS", 1000, minimum=1)
+TEAM_MAX_TOKENS = env_int("TEAM_MAX_TOKENS", 50, minimum=1)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gatehouse API",
     "DESCRIPTION": (

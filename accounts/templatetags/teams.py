@@ -4,7 +4,7 @@ from typing import Any
 
 from django import template
 
-from accounts.permissions import can as role_can
+from accounts.permissions import allows
 
 register = template.Library()
 
@@ -12,4 +12,4 @@ register = template.Library()
 @register.filter
 def can(membership: Any, action: str) -> bool:
     """{% if request.membership|can:"members.manage" %} — hides what the view would refuse anyway."""
-    return membership is not None and role_can(membership.role, action)
+    return allows(membership, action)

@@ -153,8 +153,9 @@ def test_delete_needs_the_typed_slug(client_for, owner_a, team_a, teammate_a):
     assert Team.objects.filter(pk=team_a.pk).exists()
     done = client.post(f"/t/{team_a.slug}/settings/delete", {"confirmation": team_a.slug})
     assert done.url == "/"
-    assert not Team.objects.filter(pk=team_a.pk).exists()
-    assert not Membership.objects.filter(user=teammate_a).exists()
+    assert Team.objects.get(pk=team_a.pk).deleted_at is not None  # closed, not erased: its invoices stay
+    assert client.get(f"/t/{team_a.slug}/").status_code == 404
+    assert not Membership.objects.filter(user=teammate_a).exists()  # a developer has nothing left to see
     assert AuditEvent.objects.filter(action="team.deleted", team_id=team_a.pk, team_name="Team A").exists()
 
 

@@ -317,14 +317,15 @@ def test_records_of_a_deleted_teams_key_are_quarantined_and_the_rest_of_the_batc
     response = usage.post([records[0], records[1], orphan, records[2], records[3]], key="mixed")
     assert response.status_code == 202, response.content
     body = response.json()
-    assert (body["records"], body["quarantined"], body["quarantine_reasons"]) == (4, 1, {"unknown_key": 1})
+    assert (body["records"], body["quarantined"], body["quarantine_reasons"]) == (4, 1, {"team_deleted": 1})
     assert raw_count() == 4
     batch = IngestBatch.objects.get(pk=body["batch_id"])
     assert (batch.record_count, batch.quarantined_count) == (4, 1)
     parked = QuarantinedRecord.objects.get()
     assert (parked.batch_id, parked.line, parked.reason, parked.relay_id, parked.key_id) == (
-        batch.pk, 3, "unknown_key", orphan["id"], key_b.key_id
+        batch.pk, 3, "team_deleted", orphan["id"], key_b.key_id
     )  # fmt: skip
+    assert parked.team_id == team_b.pk
     assert parked.record["units"] == orphan["units"]
     # A retry with the same key answers the same, counting nothing twice.
     again = usage.post([records[0], records[1], orphan, records[2], records[3]], key="mixed")

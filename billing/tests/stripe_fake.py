@@ -230,6 +230,7 @@ class FakeStripe:
             ("GET", re.compile(rf"/v1/checkout/sessions/{obj}"), self._retrieve_checkout_session),
             ("POST", re.compile(r"/v1/billing_portal/sessions"), self._create_portal_session),
             ("GET", re.compile(rf"/v1/subscriptions/{obj}"), self._retrieve_subscription),
+            ("DELETE", re.compile(rf"/v1/subscriptions/{obj}"), self._cancel_subscription),
             ("GET", re.compile(rf"/v1/invoices/{obj}"), self._retrieve_invoice),
             ("GET", re.compile(rf"/v1/invoices/{obj}/lines"), self._list_invoice_lines),
             ("GET", re.compile(rf"/v1/payment_methods/{obj}"), self._retrieve_payment_method),
@@ -827,6 +828,26 @@ class FakeStripe:
         if obj_id not in self.subscriptions:
             raise _no_such("subscription", obj_id)
         return self._render(self.subscriptions[obj_id], params)
+
+    def _cancel_subscription(self, params: Mapping[str, str], obj_id: str) -> Json:
+        """Cancel at once, as DELETE /v1/subscriptions/:id does; a canceled one cannot be canceled again."""
+        if obj_id not in self.subscriptions:
+            raise _no_such("subscription", obj_id)
+        sub = self.subscriptions[obj_id]
+        if sub["status"] in ("canceled", "incomplete_expired"):
+            raise _ApiError(400, "A canceled subscription can only update its cancellation_details.")
+        sub.update(
+            status="canceled",
+            canceled_at=self.now,
+            ended_at=self.now,
+            cancel_at_period_end=False,
+            cancellation_details={
+                "comment": params.get("cancellation_details[comment]"),
+                "feedback": None,
+                "reason": "cancellation_requested",
+            },
+        )
+        return self._render(sub, params)
 
     def _retrieve_invoice(self, params: Mapping[str, str], obj_id: str) -> Json:
         if obj_id not in self.invoices:

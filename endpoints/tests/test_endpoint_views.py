@@ -139,7 +139,7 @@ def test_finance_cannot_open_endpoints(client_for, member_of, endpoint):
 
 GOOD = {
     "secret_key_required": "on",
-    "rate_limit_rps": "250",
+    "rate_limit_rps": "20",
     "monthly_unit_cap": "1000000",
     "allowed_origins": "https://app.example.com\n*.example.org\n",
     "allowed_user_agents": "MyApp/",
@@ -156,7 +156,7 @@ def test_valid_allowlists_are_saved_normalised(client_for, owner_a, endpoint):
     assert response.status_code == 302
     endpoint.refresh_from_db()
     assert endpoint.secret_key_required is True
-    assert (endpoint.rate_limit_rps, endpoint.monthly_unit_cap) == (250, 1_000_000)
+    assert (endpoint.rate_limit_rps, endpoint.monthly_unit_cap) == (20, 1_000_000)
     assert endpoint.allowed_origins == ["https://app.example.com", "*.example.org"]
     assert endpoint.allowed_ips == ["203.0.113.7", "10.0.0.0/8"]
     assert endpoint.allowed_contracts == {
@@ -167,7 +167,7 @@ def test_valid_allowlists_are_saved_normalised(client_for, owner_a, endpoint):
         "eth-mainnet": ["eth_call", "eth_getBalance"],
         "llama-3.1-8b-instruct": ["chat.completions"],
     }
-    assert AuditEvent.objects.filter(action="endpoint.updated", after__rate_limit_rps=250).exists()
+    assert AuditEvent.objects.filter(action="endpoint.updated", after__rate_limit_rps=20).exists()
 
 
 @pytest.mark.parametrize(

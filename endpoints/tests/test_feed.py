@@ -64,7 +64,7 @@ def test_snapshot_lists_live_endpoints_and_usable_keys(gateway, endpoint, owner_
             "status": "active",
             "status_reason": None,
             "services": ["base", "eth-mainnet"],
-            "rate_limit_rps": None,
+            "rate_limit_rps": 25,  # none set: the Free plan's limit
             "monthly_unit_cap": None,
             "secret_key_required": False,
             "allowlists": {"origins": [], "user_agents": [], "ips": [], "contracts": {}, "methods": {}},

@@ -45,9 +45,9 @@ class Command(BaseCommand):
             user = self._user(email, name)
             Membership.objects.get_or_create(team=team, user=user, defaults={"role": role})
         self.stdout.write(f"Demo team {team.name}: {team.memberships.count()} members")
+        self._billing(team)  # first: the plan decides the rate limits the endpoints may set
         if not Endpoint.objects.filter(team=team).exists():
             self._endpoints(team, owner)
-        self._billing(team)
 
     def _billing(self, team: Team) -> None:
         """The team on Growth with three past monthly invoices: two paid, the last one's payment failed a day
