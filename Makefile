@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CMD ?= help
 
-.PHONY: run test manage lint format deps deps-test chromium bench-help clean
+.PHONY: run test manage lint format audit deps deps-test chromium bench-help clean
 
 # Runtime dependencies, reinstalled only when requirements.txt changes.
 $(VENV)/.runtime-installed: requirements.txt
@@ -40,6 +40,12 @@ test: deps-test
 ## make manage CMD="createsuperuser": manage.py against the same database and broker as `make run`.
 manage: deps
 	$(PY) -m project.devstack exec -- $(PY) manage.py $(CMD)
+
+## make audit: pip-audit on every pinned requirement, strictly (fails when PyPI's or OSV's vulnerability data is
+## out of reach; `make test` runs the same audit and skips, saying so, when it is).
+audit: $(VENV)/.dev-installed
+	$(PY) -m pip_audit --requirement requirements.txt --requirement requirements-dev.txt --no-deps --disable-pip \
+		--strict $$(sed -n 's/^\([A-Za-z0-9][A-Za-z0-9-]*\) *#.*/--ignore-vuln \1/p' .ci/pip-audit-ignore.txt)
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .

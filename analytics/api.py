@@ -65,7 +65,8 @@ class UsageAPIView(TeamAPIView):
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, InvalidQuery):
             return Response(
-                {"code": "invalid_query", "detail": "Check the query parameters.", "errors": exc.args[0]}, status=400
+                {"code": "invalid_query", "detail": "Check the query parameters.", "errors": {"query": exc.args[0]}},
+                status=400,
             )
         return super().handle_exception(exc)
 
@@ -181,7 +182,7 @@ class UsageBreakdownAPI(UsageAPIView):
         parameters=[
             *FILTERS,
             OpenApiParameter("by", str, enum=list(BREAKDOWNS), required=True),
-            OpenApiParameter("limit", int, description="1–100, default 10."),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 100}, description="Default 10."),
         ],
         summary="Top values of a dimension with requests, error rate and p95",
         responses=inline_serializer(

@@ -90,6 +90,7 @@ class UsageIngestAPI(APIView):
             401: ErrorSerializer,
             409: OpenApiResponse(ErrorSerializer, description="Idempotency-Key reused with a different body."),
             413: ErrorSerializer,
+            415: OpenApiResponse(ErrorSerializer, description="Content-Encoding other than gzip or identity."),
             422: OpenApiResponse(
                 inline_serializer(
                     "UsageRejected",

@@ -455,15 +455,22 @@ def _copy_rows(batch_id: int, rows: list[_Row], keys: dict[str, tuple[int, int, 
             )
 
 
+REDIS_WARNING_EVERY_SECONDS = 60.0
+_redis_warned_at = -REDIS_WARNING_EVERY_SECONDS
+
+
 def nudge_aggregation() -> None:
     """Queue an aggregation run after a commit — at most one per AGGREGATION_INTERVAL_SECONDS (beat sweeps anyway).
 
     The batch is committed already: with Redis down (cache and broker), the nudge is skipped and the beat
     sweeper rolls the batch up once Redis is back. Nothing here may turn the 202 into an error."""
+    global _redis_warned_at
     try:
         due = cache.add("ingest:aggregation-nudge", 1, timeout=settings.AGGREGATION_INTERVAL_SECONDS)
     except RedisError:
-        logger.warning("Redis is unreachable: aggregation waits for the sweeper", exc_info=True)
+        if time.monotonic() - _redis_warned_at > REDIS_WARNING_EVERY_SECONDS:  # one line a minute, not one a batch
+            _redis_warned_at = time.monotonic()
+            logger.warning("Redis is unreachable: aggregation waits for the sweeper", exc_info=True)
         return
     if due:
         from analytics.tasks import aggregate_pending

@@ -91,10 +91,14 @@ class ConfigFeedAPI(APIView):
             "is older than the retained change log: take a new snapshot."
         ),
         parameters=[
-            OpenApiParameter("since", str, description="A cursor from an earlier response."),
+            OpenApiParameter(
+                "since",
+                {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                description="A cursor from an earlier response (digits).",
+            ),
             OpenApiParameter(
                 "limit",
-                int,
+                {"type": "integer", "minimum": 1, "maximum": feed.MAX_CHANGES_LIMIT},
                 description=f"Changes per page (default {feed.DEFAULT_CHANGES_LIMIT}, max {feed.MAX_CHANGES_LIMIT}).",
             ),
         ],
@@ -125,12 +129,12 @@ class ConfigFeedAPI(APIView):
     )
     def get(self, request: Request) -> HttpResponse:
         since_raw = request.query_params.get("since")
-        if since_raw is None:
+        limit_raw = request.query_params.get("limit", str(feed.DEFAULT_CHANGES_LIMIT))
+        limit = parse_int(limit_raw, minimum=1, maximum=feed.MAX_CHANGES_LIMIT)
+        if since_raw is None and limit is not None:
             body = feed.snapshot()
             return json_response(request, body, etag=f'W/"snap-{body["cursor"]}"')
-        limit_raw = request.query_params.get("limit", str(feed.DEFAULT_CHANGES_LIMIT))
         since = parse_int(since_raw, minimum=0, maximum=2**62)
-        limit = parse_int(limit_raw, minimum=1, maximum=feed.MAX_CHANGES_LIMIT)
         if since is None or limit is None:
             return json_response(
                 request,

@@ -24,7 +24,9 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="Human-readable explanation.")
     field = serializers.CharField(required=False, help_text="The input field the error is about, if any.")
     errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False, help_text="Per-field messages."
+        required=False,
+        help_text="Per-field messages: {field: [messages]}; for lists and nested objects the value nests the same "
+        "way (e.g. {services: {0: [messages]}}); for query parameters {query: [messages]}.",
     )
 
 
@@ -48,3 +50,29 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         codes = exc.get_codes()
         response.data = {"code": codes if isinstance(codes, str) else exc.default_code, "detail": str(exc.detail)}
     return response
+
+
+# What any team API operation may answer besides its own documented outcomes (drf-spectacular postprocessing):
+# bad input, no or bad credentials, a role or scope that does not allow it, another team's (or no) object, and the
+# rate limit. The gateway API is not throttled. Every error body is the one shape above.
+COMMON_ERRORS = {
+    "400": "The request is not valid (a parameter, the body, or a NUL character anywhere).",
+    "401": "No credentials, or an invalid, expired or revoked token.",
+    "403": "Your role or the token's scope does not allow this.",
+    "404": "No such team or object (another team's objects are 404 too).",
+    "429": "Too many requests: see Retry-After.",
+    "503": "The database is unavailable for a moment; nothing was done. Retry after Retry-After seconds.",
+}
+GATEWAY_ERRORS = ("400", "401", "503")
+
+
+def add_common_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """Document the error answers every operation can give, so clients (and schema checks) can rely on them."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path, operations in result.get("paths", {}).items():
+        codes = GATEWAY_ERRORS if path.startswith("/api/gateway/") else tuple(COMMON_ERRORS)
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, {**error, "description": COMMON_ERRORS[code]})
+    return result

@@ -61,6 +61,50 @@ class PermissionsPolicyMiddleware:
         return response
 
 
+class DatabaseUnavailableMiddleware:
+    """503 with Retry-After, not 500, while PostgreSQL cannot be reached (a restart, a failover).
+
+    Nothing was done, and saying so lets a gateway retry its batch (it keeps its Idempotency-Key) and a load
+    balancer tell an outage from a bug. Errors inside a working database (a constraint, a bad query) stay 500s.
+    """
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not _database_unreachable(exception):
+            return None
+        logger.warning("database unavailable: %s %s answered 503", request.method, request.path, exc_info=exception)
+        detail = "The database is unavailable for a moment; nothing was done. Try again shortly."
+        if request.path.startswith("/api/"):
+            response: HttpResponse = JsonResponse({"code": "unavailable", "detail": detail}, status=503)
+        else:
+            response = HttpResponse(detail, status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
+        return response
+
+
+def _database_unreachable(exception: BaseException) -> bool:
+    """A lost or refused connection (OperationalError / InterfaceError), not an error the database reported."""
+    from django.db import InterfaceError, OperationalError
+    from psycopg import errors as pg
+
+    if isinstance(exception, InterfaceError):
+        return True
+    if not isinstance(exception, OperationalError):
+        return False
+    cause = exception.__cause__
+    # Connection failures have no SQLSTATE, or the "connection exception" / "operator intervention" classes
+    # (admin shutdown, cannot connect now); deadlocks and lock timeouts are OperationalErrors too, but not outages.
+    sqlstate = getattr(cause, "sqlstate", None) or ""
+    return not sqlstate or sqlstate.startswith(("08", "57")) or isinstance(cause, pg.AdminShutdown)
+
+
 class RejectNulMiddleware:
     """400 for a NUL character anywhere in the path, the query string or a submitted form.
 
@@ -89,6 +133,7 @@ class RejectNulMiddleware:
             or not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
         ):
             return False
+        request.body  # noqa: B018 - read (and keep) the raw body first, so a view may still read it after POST
         return _has_nul(request.POST)
 
 

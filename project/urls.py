@@ -9,6 +9,12 @@ from project import views
 # never with the admin's own password form.
 admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
+# Outside a view (no route matched, an error before one ran), /api/ still answers in its own JSON error shape.
+handler400 = "project.views.bad_request"
+handler403 = "project.views.permission_denied"
+handler404 = "project.views.page_not_found"
+handler500 = "project.views.server_error"
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.crypto import constant_time_compare
+from django.views import defaults as django_views
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -49,6 +50,34 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if not _operator(request):
         return HttpResponse("metrics need a bearer token or a staff session\n", status=401, content_type="text/plain")
     return HttpResponse(health.prometheus_text(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _api_error(request: HttpRequest, status: int, code: str, detail: str) -> HttpResponse | None:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": code, "detail": detail}, status=status)
+    return None
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return _api_error(request, 400, "bad_request", "The request is not valid.") or django_views.bad_request(
+        request, exception
+    )
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return _api_error(request, 403, "permission_denied", "You may not do this.") or django_views.permission_denied(
+        request, exception
+    )
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    return _api_error(request, 404, "not_found", "Not found.") or django_views.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return _api_error(
+        request, 500, "server_error", "Something went wrong on our side; it has been logged."
+    ) or django_views.server_error(request)
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -77,3 +77,37 @@ def test_readyz_is_503_when_the_broker_is_down(run_server):
     assert body["checks"]["database"] == {"ok": True}
     assert body["checks"]["broker"]["ok"] is False
     assert body["checks"]["broker"]["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_database_is_a_503_with_retry_after_not_a_500(run_server):
+    # What a gateway sees while PostgreSQL restarts: "try again", so it keeps its batch and its Idempotency-Key.
+    base = run_server(DATABASE_URL="postgres://postgres@127.0.0.1:1/gatehouse", DB_CONNECT_TIMEOUT="2")
+    request = urllib.request.Request(  # noqa: S310 - local test server
+        f"{base}/api/gateway/v1/usage", data=b"{}", method="POST",
+        headers={"Authorization": "Bearer ggw_x_y", "Idempotency-Key": "k", "Content-Type": "application/x-ndjson"},
+    )  # fmt: skip
+    try:
+        urllib.request.urlopen(request, timeout=30)  # noqa: S310
+    except urllib.error.HTTPError as error:
+        status, retry_after, body = error.code, error.headers["Retry-After"], json.loads(error.read())
+    assert (status, retry_after, body["code"]) == (503, "5", "unavailable")
+
+
+def test_errors_the_database_reports_stay_errors():
+    from django.db import OperationalError
+    from psycopg import errors as pg
+
+    from project.middleware import _database_unreachable
+
+    def wrapped(cause: Exception) -> OperationalError:
+        error = OperationalError(str(cause))
+        error.__cause__ = cause
+        return error
+
+    assert _database_unreachable(wrapped(pg.AdminShutdown("terminating connection due to administrator command")))
+    assert _database_unreachable(wrapped(pg.ConnectionFailure("connection failure")))
+    assert not _database_unreachable(wrapped(pg.DeadlockDetected("deadlock detected")))
+    assert not _database_unreachable(wrapped(pg.LockNotAvailable("lock timeout")))
+    assert not _database_unreachable(ValueError("x"))

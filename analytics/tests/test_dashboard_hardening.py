@@ -71,7 +71,7 @@ def test_a_token_narrowed_to_finance_names_keys_in_the_usage_api(team_a, owner_a
     assert {p["key"] for p in series.json()["points"]} == {"server", "assistant"}
     assert {(r["value"], r["label"]) for r in breakdown.json()["rows"]} == {(None, "server"), (None, "assistant")}
     assert filtered.status_code == 400
-    assert "key filter was removed" in filtered.json()["errors"][0]
+    assert "key filter was removed" in filtered.json()["errors"]["query"][0]
 
 
 def test_the_usage_summary_has_p95(team_a, owner_a, known):
