@@ -15,7 +15,6 @@ from django.conf import settings
 from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
 
-from accounts.authentication import TokenPrincipal
 from project.http import client_ip
 
 logger = logging.getLogger(__name__)
@@ -34,8 +33,9 @@ class PrincipalRateThrottle(SimpleRateThrottle):
 
     def allow_request(self, request: Any, view: Any) -> bool:
         user = request.user
-        if isinstance(user, TokenPrincipal):
-            self.scope, ident = "token", f"t{user.token.pk}"
+        token = getattr(user, "token", None)  # a management token's principal (accounts.authentication)
+        if token is not None:
+            self.scope, ident = "token", f"t{token.pk}"
         elif user is not None and user.is_authenticated:
             self.scope, ident = "user", f"u{user.pk}"
         else:
