@@ -239,7 +239,8 @@ class MeterReportStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     SENT = "sent", "Sent"
     SKIPPED = "skipped", "Nothing to send"
-    FAILED = "failed", "Failed"
+    FAILED = "failed", "Failed"  # tried; retried later unless Stripe refused it for good (attempts at the maximum)
+    EXPIRED = "expired", "Too old for Stripe's meter"  # older than Stripe accepts: for the operator to settle
 
 
 class MeterReport(models.Model):

@@ -88,7 +88,7 @@ def customer_ensure(*, team: Team) -> str:
     customer = stripe_client.customer_create(
         team_id=team.pk,
         name=team.name,
-        email=owner.user.email if owner else "",
+        email=owner.user.email if owner else "",  # no owner: no address is sent
         idempotency_key=f"customer-{team.pk}",  # two racing requests get the same customer back
     )
     BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer["id"])
@@ -318,7 +318,7 @@ def subscription_sync(*, account: BillingAccount, subscription_id: str) -> Billi
     status = subscription.get("status", "")
     plan = _plan_of_subscription(subscription)
     items = subscription.get("items", {}).get("data", [])
-    period_end = subscription.get("current_period_end") or (items[0].get("current_period_end") if items else None)
+    period_end = max((item.get("current_period_end") or 0 for item in items), default=None) or None
     card = subscription.get("default_payment_method")
     with transaction.atomic():
         account = BillingAccount.objects.select_for_update().select_related("plan").get(pk=account.pk)
@@ -367,9 +367,9 @@ FAILURE_EVENTS = ("invoice.payment_failed", "invoice.payment_action_required")
 
 
 def _line_price(line: dict[str, Any]) -> str:
+    """A line's price id: `pricing.price_details.price` in this API version (there is no `line.price` any more)."""
     pricing = (line.get("pricing") or {}).get("price_details") or {}
-    price = pricing.get("price") or (line.get("price") or {}).get("id") or ""
-    return str(price)[:64]
+    return str(pricing.get("price") or "")[:64]
 
 
 def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoice:
@@ -570,6 +570,11 @@ def enforce_all(*, now: datetime | None = None) -> int:
 # An hour is reported once compaction has written it: closed hours are compacted at once, every 15 s.
 SETTLE = timedelta(minutes=5)
 MAX_SEND_ATTEMPTS = 8
+# Stripe accepts meter events timestamped within the past 35 days (and at most 5 minutes ahead). A row older than
+# this margin is never sent — Stripe would refuse it — but set aside, visible to the operator.
+METER_EVENT_MAX_AGE = timedelta(days=35) - timedelta(hours=1)
+# Consecutive failures Stripe may answer again (outage, rate limit) that end a run: the rest waits for the next one.
+MAX_TRANSIENT_FAILURES = 2
 
 
 def _rounded(value: Decimal) -> int:
@@ -608,7 +613,7 @@ def meter_record(*, team: Team, now: datetime | None = None) -> int:
                 period_start=period_start,
                 cumulative=cumulative,
                 units=units,
-                identifier=f"gatehouse-{team.pk}-{hour:%Y%m%dT%H}",
+                identifier=stripe_client.namespaced(f"{team.pk}-{hour:%Y%m%dT%H%M}"),
                 stripe_customer_id=locked.stripe_customer_id,
                 status=MeterReportStatus.PENDING if units > 0 else MeterReportStatus.SKIPPED,
             )
@@ -629,10 +634,21 @@ def rating_rows_by_hour(*, team: Team, start: datetime, end: datetime) -> dict[d
     return per_hour
 
 
-def meter_send(*, team: Team) -> tuple[int, int]:
+def meter_send(*, team: Team, now: datetime | None = None) -> tuple[int, int]:
     """Send the team's unsent ledger rows to Stripe, oldest first (each once: the identifier is the idempotency
-    key). Returns (sent, failed)."""
-    sent = failed = 0
+    key). Returns (sent, failed).
+
+    Stripe sums meter events by timestamp, so their order does not matter and one row never holds back another:
+    a row Stripe refuses as it stands (a 4xx) is marked failed for good, for the operator, and the others go on;
+    a row older than Stripe accepts is never sent but set aside (expired); only repeated answers worth retrying
+    (no answer, 409, 429, 5xx: Stripe is struggling) end the run, and the next one picks up from there."""
+    now = now or timezone.now()
+    sent = failed = transient_in_a_row = 0
+    MeterReport.objects.filter(
+        team=team, status__in=(MeterReportStatus.PENDING, MeterReportStatus.FAILED), hour__lt=now - METER_EVENT_MAX_AGE
+    ).update(
+        status=MeterReportStatus.EXPIRED, error="Older than the 35 days Stripe's meter accepts: settle it by hand."
+    )
     pending = MeterReport.objects.filter(
         team=team, status__in=(MeterReportStatus.PENDING, MeterReportStatus.FAILED), attempts__lt=MAX_SEND_ATTEMPTS
     ).order_by("hour")
@@ -644,15 +660,26 @@ def meter_send(*, team: Team) -> tuple[int, int]:
                 identifier=report.identifier,
             )  # fmt: skip
         except stripe_client.StripeCallError as error:
-            if error.code == "duplicate_meter_event":  # Stripe has it already (sent by a run that died after)
+            if error.identifier_already_used:  # Stripe has it already (sent by a run that died before marking it)
                 MeterReport.objects.filter(pk=report.pk).update(status=MeterReportStatus.SENT, sent_at=timezone.now())
                 sent += 1
+                transient_in_a_row = 0
                 continue
-            MeterReport.objects.filter(pk=report.pk).update(status=MeterReportStatus.FAILED, error=str(error)[:500])
             failed += 1
-            break  # keep the hours in order; the next run retries from here
+            if error.transient:
+                MeterReport.objects.filter(pk=report.pk).update(status=MeterReportStatus.FAILED, error=str(error)[:500])
+                transient_in_a_row += 1
+                if transient_in_a_row >= MAX_TRANSIENT_FAILURES:
+                    break
+                continue
+            MeterReport.objects.filter(pk=report.pk).update(
+                status=MeterReportStatus.FAILED, attempts=MAX_SEND_ATTEMPTS, error=str(error)[:500]
+            )
+            transient_in_a_row = 0
+            continue
         MeterReport.objects.filter(pk=report.pk).update(status=MeterReportStatus.SENT, sent_at=timezone.now(), error="")
         sent += 1
+        transient_in_a_row = 0
     return sent, failed
 
 
@@ -671,15 +698,15 @@ class ReconcileResult:
     differences: int = 0
 
 
-def reconcile_day(*, team: Team, day: datetime) -> Reconciliation:
-    """Compare one UTC day of the team's billable units (its hours reported so far) — ours from the rollups
-    now, what the ledger sent, and what Stripe's meter summed — and store the result (the operator page
-    lists differences)."""
+def reconcile_day(*, team: Team, day: datetime) -> Reconciliation | None:
+    """Compare one whole UTC day of the team's billable units — ours from the rollups now, what the ledger sent, and
+    what Stripe's meter summed — and store the result (the operator page lists differences). None while the day
+    is not fully reported yet: Stripe sums whole days only (its day windows start and end at UTC midnight)."""
     start = day.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=1)
     account = selectors.account_of(team=team)
-    if account and account.metered_through and start < account.metered_through < end:
-        end = account.metered_through  # the hours of the day reported so far
+    if account is None or account.metered_through is None or account.metered_through < end:
+        return None
     period_start, _end = rating.period_of(start)
     to_start = sum(rating.billable_units(team=team, start=period_start, end=start).values(), Decimal(0))
     to_end = to_start + sum(rating.billable_units(team=team, start=start, end=end).values(), Decimal(0))
@@ -712,6 +739,8 @@ def reconcile(*, day: datetime | None = None) -> ReconcileResult:
     result = ReconcileResult()
     for team in metered_teams():
         row = reconcile_day(team=team, day=day)
+        if row is None:
+            continue
         result.checked += 1
         result.differences += 0 if row.matches else 1
         if not row.matches:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -31,12 +31,24 @@ class StripeCallError(Exception):
 
     def __init__(self, message: str, *, code: str = "", status: int | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.code = code
         self.status = status
 
     @property
     def missing(self) -> bool:
         return self.code == "resource_missing"
+
+    @property
+    def transient(self) -> bool:
+        """Worth trying again later: no answer, a 409 (a concurrent request), 429 or a 5xx. Any other 4xx is Stripe
+        refusing this request as it stands, and will refuse it again."""
+        return self.status is None or self.status in (409, 429) or self.status >= 500
+
+    @property
+    def identifier_already_used(self) -> bool:
+        """Stripe already holds a meter event with this identifier: a 400 saying so, with no error code."""
+        return self.status == 400 and self.message.startswith("An event already exists with identifier")
 
 
 class BadSignatureError(ValueError):
@@ -80,18 +92,26 @@ def _call(method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def _options(idempotency_key: str) -> dict[str, Any]:
-    return {"idempotency_key": idempotency_key}
+    return {"idempotency_key": namespaced(idempotency_key)}
+
+
+def namespaced(key: str) -> str:
+    """An idempotency key or meter identifier unique to this installation (STRIPE_NAMESPACE), so two installations
+    sharing a Stripe account (staging and production, say) never collide."""
+    return f"{settings.STRIPE_NAMESPACE}-{key}"
 
 
 # --- customers, Checkout, the Customer Portal ---------------------------------------------------
 
 
 def customer_create(*, team_id: int, name: str, email: str, idempotency_key: str) -> dict[str, Any]:
-    return _call(
-        _stripe().v1.customers.create,
-        params={"name": name, "email": email, "metadata": {"team_id": str(team_id)}},
-        options=_options(idempotency_key),
-    )
+    params: dict[str, Any] = {
+        "name": name,
+        "metadata": {"team_id": str(team_id), "installation": settings.STRIPE_NAMESPACE},
+    }
+    if email:  # a team without an owner has no address to give; an empty string is not one
+        params["email"] = email
+    return _call(_stripe().v1.customers.create, params=params, options=_options(idempotency_key))
 
 
 def checkout_session_create(
@@ -182,7 +202,9 @@ def payment_method_retrieve(payment_method_id: str) -> dict[str, Any]:
 
 
 def meter_event_create(*, customer: str, value: int, timestamp: datetime, identifier: str) -> dict[str, Any]:
-    """One meter event; the identifier is also the idempotency key, so sending it again never counts twice."""
+    """One meter event; the identifier (namespaced by the caller) is also the idempotency key, so sending it again
+    never counts twice: within 24 hours Stripe replays the answer, later it refuses the identifier
+    (StripeCallError.identifier_already_used)."""
     return _call(
         _stripe().v1.billing.meter_events.create,
         params={
@@ -191,14 +213,18 @@ def meter_event_create(*, customer: str, value: int, timestamp: datetime, identi
             "timestamp": int(timestamp.timestamp()),
             "identifier": identifier,
         },
-        options=_options(identifier),
+        options={"idempotency_key": identifier},
     )
 
 
 def meter_event_summaries(*, customer: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """Stripe's per-day totals of the meter for one customer over [start, end) (UTC day boundaries)."""
+    """Stripe's per-day totals of the meter for one customer over [start, end), which must be UTC midnights (Stripe
+    refuses a day grouping with any other window)."""
     if not settings.STRIPE_METER_ID:
         raise NotConfiguredError("Set STRIPE_METER_ID to reconcile usage with Stripe's meter.")
+    for moment in (start, end):
+        if moment.astimezone(UTC) != moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0):
+            raise ValueError(f"meter summaries by day need UTC midnights, not {moment.isoformat()}")
     params: dict[str, Any] = {
         "customer": customer,
         "start_time": int(start.timestamp()),

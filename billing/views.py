@@ -265,7 +265,9 @@ def operator_billing(request: HttpRequest) -> HttpResponse:
     failed = StripeEvent.objects.filter(status=EventStatus.FAILED).order_by("-received_at")
     page = Paginator(failed, 50).get_page(request.GET.get("page"))
     reconciliations = [r for r in Reconciliation.objects.select_related("team")[:500] if not r.matches][:100]
-    meter_failures = MeterReport.objects.filter(status=MeterReportStatus.FAILED).select_related("team")[:100]
+    meter_failures = MeterReport.objects.filter(
+        status__in=(MeterReportStatus.FAILED, MeterReportStatus.EXPIRED)
+    ).select_related("team")[:100]
     deleted_teams = (
         Team.objects.filter(deleted_at__isnull=False)
         .select_related("billing")

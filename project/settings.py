@@ -6,6 +6,7 @@ required in production, or malformed anywhere, stop the process at start.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -319,6 +320,12 @@ STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
 STRIPE_METER_EVENT_NAME = env_str("STRIPE_METER_EVENT_NAME", "gatehouse_units")
 STRIPE_METER_ID = env_str("STRIPE_METER_ID")
 STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 10, minimum=1, maximum=80)
+# Prefixes every idempotency key and meter event identifier sent to Stripe, so installations sharing a Stripe account
+# (staging beside production) never collide. Default: the public host name. Never change it with usage in flight.
+_site_host = re.sub(r"[^a-z0-9]+", "-", urlsplit(SITE_URL).netloc.lower()).strip("-")
+STRIPE_NAMESPACE = env_str("STRIPE_NAMESPACE", "") or _site_host[:40].strip("-")
+if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", STRIPE_NAMESPACE):
+    raise ImproperlyConfigured("STRIPE_NAMESPACE must be 1-40 lowercase letters, digits or dashes")
 STRIPE_MAX_RETRIES = env_int("STRIPE_MAX_RETRIES", 3, minimum=0, maximum=10)
 # Days after a failed payment before the team's keys stop (a banner and emails say so meanwhile).
 BILLING_GRACE_DAYS = env_int("BILLING_GRACE_DAYS", 7, minimum=0, maximum=90)

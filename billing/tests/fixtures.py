@@ -114,7 +114,7 @@ def deliver(client, django_capture_on_commit_callbacks):
 def growth_subscription(fake, customer, team, **overrides):
     card = fake.add_payment_method(customer, brand="visa", last4="4242", exp_month=8, exp_year=2031)
     start = datetime.now(UTC).replace(microsecond=0)
-    subscription = fake.add_subscription(
+    return fake.add_subscription(
         customer,
         price_ids=("price_growth_fee", "price_growth_usage"),
         metadata={"team_id": str(team.pk), "plan": "growth"},
@@ -123,7 +123,3 @@ def growth_subscription(fake, customer, team, **overrides):
         current_period_end=epoch(start + timedelta(days=30)),
         **overrides,
     )
-    # In this API version the period lives on the items only (the fake also copies it to the top).
-    subscription.pop("current_period_start", None)
-    subscription.pop("current_period_end", None)
-    return subscription

@@ -13,9 +13,16 @@ shape matches this API version. Where this version moved a field, the fake follo
   ``line["price"]``);
 * invoice subscription: ``invoice["parent"]["subscription_details"]["subscription"]``
   (there is no top-level ``invoice["subscription"]``);
-* subscription period: on each item, ``sub["items"]["data"][i]["current_period_start"]``
-  / ``..._end``; the fake ALSO copies them to the subscription's top level for
-  convenience, which real Stripe does not do in this version.
+* subscription period: on each item only, ``sub["items"]["data"][i]["current_period_start"]``
+  / ``..._end`` (there is no top-level ``current_period_*`` any more);
+* a meter event whose identifier Stripe already holds is a 400 ``invalid_request_error``
+  saying "An event already exists with identifier …", with no ``code`` and
+  ``Stripe-Should-Retry: false``;
+* meter event summaries grouped by day need start and end at UTC midnight, by hour at an
+  hour boundary.
+
+Every request is also checked against stripe-python's generated parameter types
+(``stripe_params``): an unknown or misspelled parameter is refused as Stripe refuses it.
 
 Only the endpoints the app uses exist; any other URL answers 404 with a Stripe error,
 so a test that strays off the map fails loudly instead of passing by accident.
@@ -40,6 +47,8 @@ from typing import Any
 
 import requests
 import responses
+
+from billing.tests import stripe_params
 
 API_VERSION = "2026-10-28.endive"
 API_BASE = "https://api.stripe.com"
@@ -88,9 +97,11 @@ class _ApiError(Exception):
         error_type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = {} if should_retry is None else {"Stripe-Should-Retry": "true" if should_retry else "false"}
         self.body: Json = {"error": {"type": error_type, "message": message}}
         if code is not None:
             self.body["error"]["code"] = code
@@ -216,6 +227,7 @@ class FakeStripe:
         self.checkout_sessions: dict[str, Json] = {}
         self.billing_portal_sessions: dict[str, Json] = {}
         self.meter_events: list[Json] = []
+        self.contract_errors: list[str] = []  # requests Stripe would have refused for their parameters
         self._mock = responses.RequestsMock(
             assert_all_requests_are_fired=False, passthru_prefixes=tuple(passthru_prefixes)
         )
@@ -347,25 +359,35 @@ class FakeStripe:
                     error = _ApiError(400, IDEMPOTENCY_MISMATCH, error_type="idempotency_error")
                     return error.status, json.dumps(error.body), {}
                 return stored.status, stored.body, {"Idempotent-Replayed": "true"}
-        status, body = self._dispatch(call)
+        status, body, headers = self._dispatch(call)
         text = json.dumps(body)
         # Like Stripe, only results of requests that ran are kept; validation errors are not.
         if call.method == "POST" and key is not None and 200 <= status < 300:
             self._idempotent[key] = _Stored(call, status, text)
-        return status, text, {}
+        return status, text, headers
 
-    def _dispatch(self, call: Call) -> tuple[int, Json]:
+    def _dispatch(self, call: Call) -> tuple[int, Json, dict[str, str]]:
+        # Every request is checked against stripe-python's generated parameter types first, as Stripe checks it
+        # against its API: an unknown, misspelled or mistyped parameter is a 400, never silently ignored.
+        expected = stripe_params.params_type(call.method, call.path)
+        if expected is not None:
+            try:
+                stripe_params.check(expected, call.params)
+            except stripe_params.InvalidParamsError as error:
+                self.contract_errors.append(f"{call.method} {call.path}: {error}")
+                code = "parameter_unknown" if "unknown parameter" in str(error) else "parameter_invalid"
+                return 400, _ApiError(400, str(error), code=code, param=error.param).body, {}
         for method, pattern, handler in self._routes:
             if method == call.method and (m := pattern.fullmatch(call.path)):
                 try:
-                    return 200, handler(call.params, **m.groupdict())
+                    return 200, handler(call.params, **m.groupdict()), {}
                 except _ApiError as error:
-                    return error.status, error.body
+                    return error.status, error.body, error.headers
         message = (
             f"Unrecognized request URL ({call.method}: {call.path}). FakeStripe implements only the "
             "endpoints the app uses; add this one to billing/tests/stripe_fake.py if it is needed."
         )
-        return 404, _ApiError(404, message).body
+        return 404, _ApiError(404, message).body, {}
 
     # -- object helpers ----------------------------------------------------------------
 
@@ -405,7 +427,8 @@ class FakeStripe:
 
         Invoices: a new ``status`` recomputes ``amount_paid``/``amount_remaining``, fills the
         matching ``status_transitions`` timestamp with ``now`` and the hosted URLs, unless the
-        same call overrides them. Subscriptions: new ``current_period_*`` go to every item too.
+        same call overrides them. Subscriptions: ``current_period_*`` go to every item (Stripe keeps them there
+        only, not at the top level).
         """
         obj = self.get(obj_id)
         if obj.get("object") == "invoice":
@@ -418,7 +441,7 @@ class FakeStripe:
             for key in ("current_period_start", "current_period_end"):
                 if key in overrides:
                     for item in obj["items"]["data"]:
-                        item[key] = overrides[key]
+                        item[key] = overrides.pop(key)
         obj.update(overrides)
         return obj
 
@@ -556,8 +579,6 @@ class FakeStripe:
             transfer_data=None,
             latest_invoice=None,
             livemode=False,
-            current_period_start=start,
-            current_period_end=end,
             items={
                 "object": "list",
                 "data": items,
@@ -879,12 +900,9 @@ class FakeStripe:
             raise _ApiError(400, "Timestamp cannot be more than 5 minutes in the future.", param="timestamp")
         identifier = params.get("identifier") or self._new_id("mev_identifier_")
         if any(e["identifier"] == identifier for e in self.meter_events):
-            raise _ApiError(
-                400,
-                f"An event with identifier {identifier} already exists.",
-                code="duplicate_meter_event",
-                param="identifier",
-            )
+            # Stripe's own words, with no error code (it holds identifiers for a rolling 24 hours at least; the
+            # fake, forever — stricter is safer).
+            raise _ApiError(400, f"An event already exists with identifier {identifier}.", should_retry=False)
         event = self._fixture("billing.meter_event")
         event.update(
             created=self.now,
@@ -902,15 +920,19 @@ class FakeStripe:
         customer = _require(params, "customer")
         start = _int_param(params, "start_time")
         end = _int_param(params, "end_time")
-        for name, value in (("start_time", start), ("end_time", end)):
-            if value % 60:
-                raise _ApiError(400, f"{name} must be aligned with minute boundaries.", param=name)
-        if end <= start:
-            raise _ApiError(400, "end_time must be after start_time.", param="end_time")
         grouping = params.get("value_grouping_window")
         sizes = {"hour": HOUR, "day": DAY}
         if grouping is not None and grouping not in sizes:
             raise _ApiError(400, f"Invalid value_grouping_window: {grouping}", param="value_grouping_window")
+        # Windows must start and end on their own boundaries: minutes without grouping, whole UTC hours for
+        # hour, UTC midnights for day.
+        alignment = sizes.get(grouping or "", 60)
+        unit = {HOUR: "hour", DAY: "day (UTC midnight)"}.get(alignment, "minute")
+        for name, value in (("start_time", start), ("end_time", end)):
+            if value % alignment:
+                raise _ApiError(400, f"{name} must be aligned with {unit} boundaries.", param=name)
+        if end <= start:
+            raise _ApiError(400, "end_time must be after start_time.", param="end_time")
         windows: dict[tuple[int, int], int] = {}
         if grouping is None:
             windows[(start, end)] = 0

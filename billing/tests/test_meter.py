@@ -65,7 +65,7 @@ def test_reports_are_sent_as_meter_events_with_their_identifier_as_idempotency_k
     reports = list(MeterReport.objects.filter(team=team_a).order_by("hour"))
     assert [(c.method, c.path) for c in stripe_fake.calls] == [("POST", "/v1/billing/meter_events")] * 2
     for call, report in zip(stripe_fake.calls, reports, strict=True):
-        assert report.identifier == f"gatehouse-{team_a.pk}-{report.hour:%Y%m%dT%H}"
+        assert report.identifier == f"testserver-{team_a.pk}-{report.hour:%Y%m%dT%H%M}"  # namespaced per installation
         assert call.idempotency_key == report.identifier
         assert call.params == {
             "event_name": "gatehouse_units",
@@ -88,20 +88,53 @@ def test_a_run_that_died_after_sending_never_bills_twice(team_a, metered, stripe
     assert len(stripe_fake.meter_events) == 2  # Stripe replayed the idempotent requests: still two events
 
 
-def test_stripe_failures_are_retried_then_left_for_the_next_run_in_order(team_a, metered, stripe_fake):
+def test_an_outage_ends_the_run_and_the_next_run_sends_everything(team_a, metered, stripe_fake):
     services.meter_record(team=team_a, now=metered["now"])
     stripe_fake.fail_next("POST", "/v1/billing/meter_events", status=500)  # one blip: retried at once
-    stripe_fake.fail_next("POST", "/v1/billing/meter_events", status=500, times=3)  # then an outage
-    assert services.meter_send(team=team_a) == (0, 1)
+    stripe_fake.fail_next("POST", "/v1/billing/meter_events", status=500, times=6)  # then an outage
+    assert services.meter_send(team=team_a) == (0, 2)
     first, second = MeterReport.objects.filter(team=team_a).order_by("hour")
-    assert (first.status, first.attempts) == (MeterReportStatus.FAILED, 1)
+    assert [(r.status, r.attempts) for r in (first, second)] == [(MeterReportStatus.FAILED, 1)] * 2
     assert first.error
-    assert (second.status, second.attempts) == (MeterReportStatus.PENDING, 0)  # not sent before the first
     calls = stripe_fake.calls_to("POST", "/v1/billing/meter_events")
-    assert len(calls) == 3
-    assert {c.idempotency_key for c in calls} == {first.identifier}
+    assert len(calls) == 6  # each row: the first try and stripe-python's two retries, same idempotency key
+    assert {c.idempotency_key for c in calls[:3]} == {first.identifier}
     assert services.meter_send(team=team_a) == (2, 0)  # Stripe is back
     assert len(stripe_fake.meter_events) == 2
+
+
+def test_a_row_stripe_refuses_does_not_hold_back_the_others(team_a, metered, stripe_fake):
+    services.meter_record(team=team_a, now=metered["now"])
+    stripe_fake.fail_next("POST", "/v1/billing/meter_events", status=400, body={"error": {
+        "type": "invalid_request_error", "message": "No such customer: 'cus_team_a'"}})  # fmt: skip
+    assert services.meter_send(team=team_a) == (1, 1)
+    first, second = MeterReport.objects.filter(team=team_a).order_by("hour")
+    assert (first.status, first.attempts) == (MeterReportStatus.FAILED, services.MAX_SEND_ATTEMPTS)  # for good
+    assert "No such customer" in first.error
+    assert second.status == MeterReportStatus.SENT
+    stripe_fake.reset_calls()
+    assert services.meter_send(team=team_a) == (0, 0)  # not retried: Stripe would refuse it again
+    assert stripe_fake.calls == []
+
+
+def test_an_identifier_stripe_already_holds_counts_as_sent(team_a, metered, stripe_fake):
+    """After the 24-hour idempotency window Stripe answers a resent identifier with a 400 and no error code."""
+    services.meter_record(team=team_a, now=metered["now"])
+    first = MeterReport.objects.filter(team=team_a).order_by("hour").first()
+    stripe_client.meter_event_create(customer="cus_team_a", value=first.units, timestamp=first.hour,
+                                     identifier=first.identifier)  # fmt: skip
+    stripe_fake._idempotent.clear()  # the idempotency key has expired at Stripe; the identifier has not
+    assert services.meter_send(team=team_a) == (2, 0)
+    assert set(MeterReport.objects.filter(team=team_a).values_list("status", flat=True)) == {MeterReportStatus.SENT}
+    assert len(stripe_fake.meter_events) == 2  # counted once
+
+
+def test_rows_older_than_stripe_accepts_are_set_aside_not_sent(team_a, metered, stripe_fake):
+    services.meter_record(team=team_a, now=metered["now"])
+    later = metered["now"] + timedelta(days=35)  # both hours are past Stripe's 35-day window by then
+    assert services.meter_send(team=team_a, now=later) == (0, 0)
+    assert stripe_fake.calls == []
+    assert set(MeterReport.objects.filter(team=team_a).values_list("status", flat=True)) == {MeterReportStatus.EXPIRED}
 
 
 def test_the_hourly_task_records_and_sends_for_every_metered_team(team_a, metered, stripe_fake, settings):
@@ -126,14 +159,17 @@ def test_teams_without_a_subscription_are_not_metered(team_a, team_b, usage, str
 def test_reconciliation_matches_and_flags_late_usage_and_stripe_differences(
     team_a, metered, usage, stripe_fake, client_for, admin_user
 ):
-    services.meter_record(team=team_a, now=metered["now"])
-    services.meter_send(team=team_a)
+    # Stripe sums whole UTC days only: reconcile once every hour through the next midnight is reported.
     days = [datetime.combine(d, datetime.min.time(), tzinfo=UTC) for d in sorted({h.date() for h in metered["hours"]})]
+    assert services.reconcile_day(team=team_a, day=days[0]) is None  # not fully reported yet
+    services.meter_record(team=team_a, now=days[-1] + timedelta(days=1, minutes=10))
+    services.meter_send(team=team_a)
     rows = [services.reconcile_day(team=team_a, day=day) for day in days]
     assert all(row.matches for row in rows), [(r.ours, r.reported, r.stripe, r.error) for r in rows]
     summaries = stripe_fake.calls_to("GET", "/v1/billing/meters/mtr_test_gatehouse/event_summaries")
     assert summaries[0].params["customer"] == "cus_team_a"
     assert summaries[0].params["value_grouping_window"] == "day"
+    assert int(summaries[0].params["start_time"]) % 86_400 == int(summaries[0].params["end_time"]) % 86_400 == 0
     assert client_for(admin_user).get("/operator/billing/").content.decode().count("usage arrived after") == 0
 
     # Relays arrive late for an hour already reported: our units grow, what Stripe has does not.
@@ -158,7 +194,26 @@ def test_reconciliation_matches_and_flags_late_usage_and_stripe_differences(
 
 def test_reconciliation_without_a_meter_id_records_why(team_a, metered, stripe_fake, settings):
     settings.STRIPE_METER_ID = ""
+    day = metered["hours"][0].replace(hour=0)
+    services.meter_record(team=team_a, now=day + timedelta(days=1, minutes=10))
     row = services.reconcile_day(team=team_a, day=metered["hours"][0])
     assert row.stripe is None
     assert "STRIPE_METER_ID" in row.error
     assert not row.matches
+
+
+def test_the_operator_sees_rows_stripe_refused_or_that_expired(team_a, metered, stripe_fake, client_for, admin_user):
+    services.meter_record(team=team_a, now=metered["now"])
+    services.meter_send(team=team_a, now=metered["now"] + timedelta(days=35))
+    page = client_for(admin_user).get("/operator/billing/").content.decode()
+    assert page.count("Too old for Stripe&#x27;s meter") == 2
+    assert "settle it by hand" in page
+
+
+def test_a_customer_without_an_owner_gets_no_empty_email(team_a, owner_a, stripe_fake):
+    from accounts.models import Membership
+
+    Membership.objects.filter(team=team_a).delete()  # a closed team keeps no owner
+    services.customer_ensure(team=team_a)
+    (call,) = stripe_fake.calls_to("POST", "/v1/customers")
+    assert "email" not in call.params

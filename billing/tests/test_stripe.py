@@ -26,13 +26,14 @@ def test_upgrade_creates_the_customer_once_and_a_subscription_checkout(
     assert response["Location"] == f"https://checkout.stripe.com/c/pay/{session['id']}"
     customer_call, session_call = stripe_fake.calls
     assert (customer_call.method, customer_call.path) == ("POST", "/v1/customers")
-    assert customer_call.idempotency_key == f"customer-{team_a.pk}"
-    assert customer_call.params == {"name": team_a.name, "email": owner_a.email, "metadata[team_id]": str(team_a.pk)}
+    assert customer_call.idempotency_key == f"testserver-customer-{team_a.pk}"  # namespaced per installation
+    assert customer_call.params == {"name": team_a.name, "email": owner_a.email, "metadata[team_id]": str(team_a.pk),
+                                    "metadata[installation]": "testserver"}  # fmt: skip
     customer = BillingAccount.objects.get(team=team_a).stripe_customer_id
     assert customer == next(iter(stripe_fake.customers))
     assert session_call.method == "POST"
     assert session_call.path == "/v1/checkout/sessions"
-    assert re.fullmatch(rf"checkout-{team_a.pk}-[0-9a-f]{{32}}", session_call.idempotency_key)
+    assert re.fullmatch(rf"testserver-checkout-{team_a.pk}-[0-9a-f]{{32}}", session_call.idempotency_key)
     assert session_call.params == {
         "mode": "subscription",
         "customer": customer,
@@ -68,7 +69,7 @@ def test_the_portal_opens_for_the_teams_customer_only(client_for, owner_a, team_
     (call,) = stripe_fake.calls
     assert (call.method, call.path) == ("POST", "/v1/billing_portal/sessions")
     assert call.params == {"customer": "cus_a", "return_url": f"http://testserver/t/{team_a.slug}/billing/"}
-    assert call.idempotency_key.startswith("portal-")
+    assert call.idempotency_key.startswith("testserver-portal-")
     assert response["Location"].startswith("https://billing.stripe.com/p/session/")
     # Finance manages the payment method too; a developer cannot.
     assert client_for(member_of("finance")).post(f"/t/{team_a.slug}/billing/portal").status_code == 302
@@ -81,7 +82,7 @@ def test_transient_failures_are_retried_with_the_same_idempotency_key(team_a, st
     customer = services.customer_ensure(team=team_a)
     calls = stripe_fake.calls_to("POST", "/v1/customers")
     assert len(calls) == 3
-    assert {c.idempotency_key for c in calls} == {f"customer-{team_a.pk}"}
+    assert {c.idempotency_key for c in calls} == {f"testserver-customer-{team_a.pk}"}
     assert list(stripe_fake.customers) == [customer]  # one customer, however many attempts
 
 

@@ -238,11 +238,44 @@ def test_meter_event_duplicate_identifier(fake: FakeStripe, client: stripe.Strip
     }
 
     client.v1.billing.meter_events.create(params=params, options={"idempotency_key": "usage-key-1"})  # replay
-    with pytest.raises(stripe.InvalidRequestError, match="already exists") as excinfo:
+    fake.reset_calls()
+    with pytest.raises(stripe.InvalidRequestError) as excinfo:
         client.v1.billing.meter_events.create(params=params, options={"idempotency_key": "usage-key-2"})
 
-    assert (excinfo.value.http_status, excinfo.value.code) == (400, "duplicate_meter_event")
+    # As Stripe answers it: a 400 in its own words, no error code, and not worth retrying.
+    assert excinfo.value.user_message == "An event already exists with identifier usage-7-2025-12-31T23."
+    assert (excinfo.value.http_status, excinfo.value.code) == (400, None)
+    assert excinfo.value.headers["Stripe-Should-Retry"] == "false"
+    assert len(fake.calls) == 1  # stripe-python did not retry
     assert len(fake.meter_events) == 1
+
+
+def test_summary_windows_must_be_aligned_with_their_grouping(fake: FakeStripe, client: stripe.StripeClient) -> None:
+    summaries = client.v1.billing.meters.event_summaries
+    for grouping, start, end in [("day", NOW - DAY, NOW - HOUR), ("day", NOW - DAY + HOUR, NOW),
+                                 ("hour", NOW - HOUR, NOW - 60)]:  # fmt: skip
+        with pytest.raises(stripe.InvalidRequestError, match="must be aligned"):
+            summaries.list("mtr_test", params={"customer": "cus_a", "start_time": start, "end_time": end,
+                                               "value_grouping_window": grouping})  # fmt: skip
+    summaries.list("mtr_test", params={"customer": "cus_a", "start_time": NOW - DAY, "end_time": NOW,
+                                       "value_grouping_window": "day"})  # fmt: skip
+
+
+def test_a_misspelled_or_unknown_parameter_is_refused_as_stripe_refuses_it(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError, match="Received unknown parameter: metdata") as excinfo:
+        client.v1.customers.create(params={"name": "Ada", "metdata": {"team_id": "7"}})  # type: ignore[typeddict-unknown-key]
+    assert (excinfo.value.http_status, excinfo.value.code) == (400, "parameter_unknown")
+    with pytest.raises(stripe.InvalidRequestError, match="subscription_data\\[billing_cycle_anchor_config\\]\\[day\\]"):
+        client.v1.checkout.sessions.create(params={"mode": "subscription", "subscription_data": {
+            "billing_cycle_anchor_config": {"day": 1}}})  # type: ignore[typeddict-unknown-key]  # fmt: skip
+    with pytest.raises(stripe.InvalidRequestError, match="Invalid integer"):
+        client.v1.billing.meter_events.create(params={"event_name": "e", "payload": {"value": "1"},
+                                                      "timestamp": "soon"})  # type: ignore[typeddict-item]  # fmt: skip
+    assert len(fake.contract_errors) == 3
+    assert fake.customers == {}
+    assert fake.subscriptions == {}
 
 
 @pytest.mark.parametrize(
