@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils import timezone
 
 from billing.models import (
     BillingAccount,
@@ -13,6 +14,7 @@ from billing.models import (
     InvoiceLine,
     MeterReport,
     Plan,
+    PlanSpan,
     PlanVersion,
     Reconciliation,
     StripeEvent,
@@ -63,6 +65,26 @@ class BillingAccountAdmin(admin.ModelAdmin):
     raw_id_fields = ("team",)
     readonly_fields = ("subscription_synced_at", "metered_through", "created_at")
 
+    def save_model(self, request: HttpRequest, obj: BillingAccount, form: Any, change: bool) -> None:
+        """An operator's plan assignment (Enterprise, say) starts a plan segment now, like a switch in the Portal."""
+        from billing.services import plan_span_record
+
+        if change and "plan" in form.changed_data:
+            before = BillingAccount.objects.select_related("plan").get(pk=obj.pk).plan
+            super().save_model(request, obj, form, change)
+            plan_span_record(team=obj.team, plan=obj.plan, at=timezone.now(), source="admin", previous=before)
+            return
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(PlanSpan)
+class PlanSpanAdmin(admin.ModelAdmin):
+    list_display = ("team", "plan", "starts_at", "subscription_id", "source")
+    list_filter = ("plan",)
+    search_fields = ("team__name", "subscription_id", "source")
+    raw_id_fields = ("team",)
+    readonly_fields = ("created_at",)
+
 
 class InvoiceLineInline(admin.TabularInline):
     model = InvoiceLine
@@ -76,7 +98,8 @@ class InvoiceLineInline(admin.TabularInline):
 
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnly):
-    list_display = ("__str__", "team", "status", "total", "period_start", "due_date", "paid_at", "payment_failed_at")
+    list_display = ("__str__", "team", "status", "total", "period_start", "due_date", "paid_at", "payment_failed_at",
+                    "missed_units")  # fmt: skip
     list_filter = ("status",)
     search_fields = ("stripe_id", "number", "team__name")
     inlines = [InvoiceLineInline]
@@ -91,7 +114,7 @@ class StripeEventAdmin(ReadOnly):
 
 @admin.register(MeterReport)
 class MeterReportAdmin(ReadOnly):
-    list_display = ("team", "hour", "units", "status", "attempts", "sent_at")
+    list_display = ("team", "timestamp", "segment_start", "units", "status", "attempts", "sent_at")
     list_filter = ("status",)
 
 

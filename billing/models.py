@@ -85,6 +85,27 @@ class PlanVersion(models.Model):
             raise ValidationError({"tiers": str(error)}) from error
 
 
+class PlanSpan(models.Model):
+    """From `starts_at` the team is on `plan`, until its next span: the plan history its Stripe subscription events
+    tell (a Checkout, a switch in the Customer Portal, a cancellation) or the operator's assignment. A period with a
+    switch is rated in segments, each at its own plan's prices, as Stripe bills it. A team with no spans has always
+    been on its account's plan."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="plan_spans")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="+")
+    starts_at = models.DateTimeField()
+    subscription_id = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=100, blank=True, help_text="The Stripe event (or action) that told us.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["team", "starts_at"]
+        constraints = [models.UniqueConstraint(fields=["team", "starts_at"], name="billing_plan_span_once")]
+
+    def __str__(self) -> str:
+        return f"{self.team} on {self.plan} from {self.starts_at:%Y-%m-%d %H:%M:%S}"
+
+
 class SubscriptionStatus(models.TextChoices):
     NONE = "none", "No subscription"
     INCOMPLETE = "incomplete", "Incomplete"
@@ -160,6 +181,16 @@ class Invoice(models.Model):
     created = models.DateTimeField()
     due_date = models.DateTimeField(null=True, blank=True)
     paid_at = models.DateTimeField(null=True, blank=True)
+    finalized_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Stripe finalized it: usage reaching the meter later is not on it."
+    )
+    missed_units = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Units of its period that did not reach Stripe's meter before it finalized (reconciliation; "
+        "null until checked).",
+    )
+    missed_checked_at = models.DateTimeField(null=True, blank=True)
     payment_failed_at = models.DateTimeField(
         null=True, blank=True, help_text="When a payment attempt first failed (cleared once paid or voided)."
     )
@@ -247,14 +278,18 @@ class MeterReport(models.Model):
     """One hour of a team's billable units, reported to Stripe as one meter event. The identifier doubles as
     the idempotency key, so sending a row again (a re-run, a retry) never counts it twice.
 
-    `units` is the rounded cumulative total of the period through this hour minus the same through the
-    previous hour, so the hours of a period add up to exactly the period's rounded units (rating's rule)."""
+    Rows belong to a plan segment (a period, or the part of it on one plan: `segment_start`). `units` is the
+    rounded cumulative total of the segment through this hour minus what its earlier rows carry, so a segment's rows
+    add up to exactly its rated units (rating's rule); records that arrive late for an hour already reported are
+    carried by the segment's next row. The event is timestamped at the hour's start, or at the segment's start
+    for the hour in which the plan changed, so Stripe bills it at the same price as rating does."""
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="meter_reports")
     hour = models.DateTimeField()
-    period_start = models.DateTimeField()
+    timestamp = models.DateTimeField(help_text="The meter event's timestamp: the hour, or the segment's start.")
+    segment_start = models.DateTimeField(help_text="The start of the period, or of the plan segment within it.")
     cumulative = models.DecimalField(
-        max_digits=30, decimal_places=10, help_text="Exact billable units of the period through this hour."
+        max_digits=30, decimal_places=10, help_text="Exact billable units of the segment through this hour."
     )
     units = models.BigIntegerField()
     identifier = models.CharField(max_length=100, unique=True)
@@ -266,8 +301,8 @@ class MeterReport(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["team", "hour"]
-        constraints = [models.UniqueConstraint(fields=["team", "hour"], name="billing_meter_hour_once")]
+        ordering = ["team", "timestamp"]
+        constraints = [models.UniqueConstraint(fields=["team", "timestamp"], name="billing_meter_event_once")]
         indexes = [models.Index(fields=["status", "hour"], name="billing_meter_status")]
 
     def __str__(self) -> str:

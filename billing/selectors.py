@@ -1,4 +1,17 @@
-"""Reads for billing: a team's plan and prices, its cost to date, invoices and what is overdue."""
+"""Reads for billing: a team's plan and prices, its plan segments and cost to date, invoices and what is overdue.
+
+A period (a UTC calendar month: subscriptions are anchored to the 1st at 00:00 UTC, so Stripe's periods are the
+same) is rated in **segments**, one per plan the team was on (PlanSpan), each with its own allowance and tiers,
+as Stripe bills a subscription whose price changed mid-period. Usage is attributed to segments by the hour: the
+hour in which the plan changed belongs to the new plan (its meter event is timestamped at the change, so Stripe
+bills it at the new price too).
+
+Fees are modelled the way Stripe invoices a monthly licensed price in flexible billing mode: the full fee of the
+plan in effect at a period's start, billed in advance on the invoice that closes the previous period; a
+subscription starting mid-period pays for the rest of it (fee × remaining / period length); a change mid-period
+credits the unused part of what was charged (charge × remaining / what it covered) and charges the new plan's fee
+for the rest. Each such line is rounded half up to the cent on its own — the rounding Stripe applies per line.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +25,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from billing import rating
-from billing.models import BillingAccount, Invoice, InvoiceStatus, Plan, PlanVersion
+from billing.models import BillingAccount, Invoice, InvoiceStatus, Plan, PlanSpan, PlanVersion
 
 FREE = "free"
 UNPAID = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)
@@ -34,44 +47,206 @@ def version_for(*, team: Any, plan: Plan, at: datetime) -> PlanVersion | None:
     return versions.order_by("team_id", "-effective_from").first()  # NULLS LAST: the team's own first
 
 
+# --- plan segments -------------------------------------------------------------------------------
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 @dataclass(frozen=True)
-class PeriodCost:
-    """A period's rating, and for the period in progress a projection of its end."""
+class Span:
+    """Part of a period on one plan: [start, end) as Stripe has it, and the hours of usage it bills."""
 
     plan: Plan
+    start: datetime
+    end: datetime
+
+    @property
+    def usage_start(self) -> datetime:
+        return _hour(self.start)  # the hour in which the plan changed is the new plan's
+
+    @property
+    def usage_end(self) -> datetime:
+        return _hour(self.end)
+
+
+def plan_segments(*, team: Any, start: datetime, end: datetime, account: BillingAccount | None = None) -> list[Span]:
+    """The plans the team was on over [start, end), in order (consecutive spans of one plan merged). A team without
+    plan history has always been on its account's plan; before its first span, on Free."""
+    spans = list(PlanSpan.objects.filter(team=team, starts_at__lt=end).select_related("plan").order_by("starts_at"))
+    if not spans:
+        return [Span(plan_of(team=team, account=account), start, end)]
+    earlier = [span for span in spans if span.starts_at <= start]
+    plan = earlier[-1].plan if earlier else Plan.objects.get(slug=FREE)
+    cuts = [(start, plan)] + [(span.starts_at, span.plan) for span in spans if span.starts_at > start]
+    merged: list[tuple[datetime, Plan]] = []
+    for at, span_plan in cuts:
+        if not merged or merged[-1][1].pk != span_plan.pk:
+            merged.append((at, span_plan))
+    ends = [at for at, _plan in merged[1:]] + [end]
+    return [Span(span_plan, at, until) for (at, span_plan), until in zip(merged, ends, strict=True)]
+
+
+def plan_at(*, team: Any, at: datetime, account: BillingAccount | None = None) -> Plan:
+    return plan_segments(team=team, start=at, end=at + timedelta(seconds=1), account=account)[0].plan
+
+
+# --- fees ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeeLine:
+    """A fee charge (or a credit, negative) as Stripe puts it on an invoice, dated when Stripe creates it."""
+
+    at: datetime
+    plan: Plan
+    description: str
+    amount: Decimal
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(rating.CENT, ROUND_HALF_UP)
+
+
+def fee_lines(
+    *, team: Any, start: datetime, end: datetime, segments: list[Span], versions: list[PlanVersion | None] | None = None
+) -> list[FeeLine]:
+    """The fee lines of the period [start, end) with these segments: the full fee of the plan at its start, and at
+    each change a credit for the unused part of what was charged and the new plan's fee for the rest. `versions`:
+    each segment's prices, if already read."""
+    length = Decimal((end - start).total_seconds())
+    lines: list[FeeLine] = []
+    charged, covers_from = Decimal(0), start  # what the last fee charge was, and from when it covered the period
+    if versions is None:
+        versions = [version_for(team=team, plan=segment.plan, at=segment.start) for segment in segments]
+    for segment, version in zip(segments, versions, strict=True):
+        remaining = Decimal((end - segment.start).total_seconds())
+        day = f"{segment.start:%-d %b}"
+        if segment.start > start and charged:
+            credit = _cents(charged * remaining / Decimal((end - covers_from).total_seconds()))
+            lines.append(FeeLine(segment.start, segment.plan, f"Unused time on the previous plan after {day}", -credit))
+        fee = Decimal(version.monthly_fee) if version and segment.plan.requires_payment else Decimal(0)
+        if not fee:
+            charged = Decimal(0)
+            continue
+        if segment.start == start:
+            charged = _cents(fee)
+            lines.append(FeeLine(start, segment.plan, f"{segment.plan.name} monthly fee", charged))
+        else:
+            charged = _cents(fee * remaining / length)
+            description = f"{segment.plan.name} fee from {day} (prorated)"
+            lines.append(FeeLine(segment.start, segment.plan, description, charged))
+        covers_from = segment.start
+    return lines
+
+
+# --- cost of a period ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentCost:
+    """One segment's usage rated at its plan's prices (fees are FeeLines), and for the open one a projection."""
+
+    span: Span
     version: PlanVersion | None
+    rating: rating.Rating
+    projected: rating.Rating
+
+    @property
+    def plan(self) -> Plan:
+        return self.span.plan
+
+
+@dataclass(frozen=True)
+class PeriodCost:
+    """A period's usage per plan segment and its fee lines; for the period in progress, also a projection of its
+    end at the current segment's pace."""
+
     period_start: datetime
     period_end: datetime
     as_of: datetime
-    rating: rating.Rating
-    projected: rating.Rating | None
+    segments: tuple[SegmentCost, ...]
+    fees: tuple[FeeLine, ...]
+
+    @property
+    def current(self) -> SegmentCost:
+        return self.segments[-1]
+
+    @property
+    def plan(self) -> Plan:
+        return self.current.plan
+
+    @property
+    def version(self) -> PlanVersion | None:
+        return self.current.version
+
+    @property
+    def rating(self) -> rating.Rating:
+        """The current segment's usage (its allowance and tiers)."""
+        return self.current.rating
 
     @property
     def in_progress(self) -> bool:
         return self.as_of < self.period_end
 
+    @property
+    def fee_total(self) -> Decimal:
+        return sum((line.amount for line in self.fees), Decimal(0))
 
-def period_cost(
-    *, team: Any, start: datetime, end: datetime, now: datetime | None = None, plan: Plan | None = None
-) -> PeriodCost:
-    """The team's rating for the period [start, end) under `plan` (default: its current plan) with the prices
-    in effect at the period's start; for the period in progress, the cost to date and a projection at the
-    same pace to the period's end."""
-    now = now or timezone.now()
-    plan = plan or plan_of(team=team)
-    version = version_for(team=team, plan=plan, at=start)
+    @property
+    def usage_total(self) -> Decimal:
+        return sum((segment.rating.usage_amount for segment in self.segments), Decimal(0))
+
+    @property
+    def total(self) -> Decimal:
+        return self.fee_total + self.usage_total
+
+    @property
+    def units(self) -> int:
+        return sum(segment.rating.units for segment in self.segments)
+
+    @property
+    def projected_total(self) -> Decimal | None:
+        if not self.in_progress:
+            return None
+        return self.fee_total + sum((segment.projected.usage_amount for segment in self.segments), Decimal(0))
+
+
+def _usage_prices(version: PlanVersion | None) -> rating.Prices:
     prices = rating.Prices.of(version) if version else rating.FREE_OF_CHARGE
-    services = rating.catalog()
+    return rating.Prices(Decimal(0), prices.included_units, prices.tiers)  # the fee is a FeeLine
+
+
+def segment_cost(*, team: Any, span: Span, now: datetime, services: dict[str, Any] | None = None) -> SegmentCost:
+    """A segment's usage rated at the prices of its plan's version in effect when it starts."""
+    services = services if services is not None else rating.catalog()
     names = {service_id: service.name for service_id, service in services.items()}
-    as_of = min(now, end)
-    units = rating.billable_units(team=team, start=start, end=end, services=services)
+    version = version_for(team=team, plan=span.plan, at=span.start)
+    prices = _usage_prices(version)
+    units = rating.billable_units(team=team, start=span.usage_start, end=span.usage_end, services=services)
     rated = rating.rate(units, prices, names)
-    projected = None
-    if now < end:
-        elapsed = max(now - start, timedelta(hours=1))
-        factor = Decimal((end - start) / timedelta(seconds=1)) / Decimal(elapsed / timedelta(seconds=1))
+    projected = rated
+    if span.usage_start <= now < span.usage_end:
+        elapsed = max(now - span.usage_start, timedelta(hours=1))
+        factor = Decimal((span.usage_end - span.usage_start).total_seconds()) / Decimal(elapsed.total_seconds())
         projected = rating.rate({s: u * factor for s, u in units.items()}, prices, names)
-    return PeriodCost(plan, version, start, end, as_of, rated, projected)
+    return SegmentCost(span, version, rated, projected)
+
+
+def period_cost(*, team: Any, start: datetime, end: datetime, now: datetime | None = None) -> PeriodCost:
+    """The team's cost for the period [start, end): each plan segment's usage at its prices and the fee lines; for
+    the period in progress, the cost to date and a projection at the same pace to the period's end."""
+    now = now or timezone.now()
+    account = account_of(team=team)
+    spans = plan_segments(team=team, start=start, end=end, account=account)
+    services = rating.catalog()
+    segments = tuple(segment_cost(team=team, span=span, now=now, services=services) for span in spans)
+    versions = [segment.version for segment in segments]
+    fees = tuple(
+        line for line in fee_lines(team=team, start=start, end=end, segments=spans, versions=versions) if line.at <= now
+    )
+    return PeriodCost(start, end, min(now, end), segments, fees)
 
 
 def cost_to_date(*, team: Any, now: datetime | None = None) -> PeriodCost:
@@ -162,37 +337,79 @@ class EndpointShare:
 
 @dataclass(frozen=True)
 class InvoiceBreakdown:
-    """Our usage for an invoice's period, per service and per endpoint: each list adds up to our total."""
+    """What we expect on an invoice: the usage of the plan segments it bills (per service and per endpoint, each list
+    adding up) and its fee lines."""
 
-    cost: PeriodCost
+    segments: tuple[SegmentCost, ...]
+    fees: tuple[FeeLine, ...]
     endpoints: tuple[EndpointShare, ...]
     invoice_subtotal: Decimal
 
     @property
+    def usage_total(self) -> Decimal:
+        return sum((segment.rating.usage_amount for segment in self.segments), Decimal(0))
+
+    @property
+    def units(self) -> int:
+        return sum(segment.rating.units for segment in self.segments)
+
+    @property
     def total(self) -> Decimal:
-        return self.cost.rating.total
+        return self.usage_total + sum((line.amount for line in self.fees), Decimal(0))
 
     @property
     def difference(self) -> Decimal:
         return self.invoice_subtotal - self.total
 
 
+def expected_on_invoice(
+    *, team: Any, start: datetime, end: datetime
+) -> tuple[tuple[SegmentCost, ...], tuple[FeeLine, ...]]:
+    """The usage segments and fee lines Stripe puts on an invoice for [start, end): a subscription's first invoice
+    (start == end) carries the fee for the rest of its first period; a later one, the usage of the paid segments
+    starting in [start, end), the fee lines dated in (start, end] — prorations, and the next period's fee in
+    advance when it closes a period."""
+    period_start, period_end = rating.period_of(start)
+    spans = plan_segments(team=team, start=period_start, end=period_end)
+    lines = fee_lines(team=team, start=period_start, end=period_end, segments=spans)
+    if start == end:  # a subscription's first invoice (its plan starts then), or a one-off with no usage behind it
+        starts_plan = PlanSpan.objects.filter(team=team, starts_at=start).exists()
+        return (), tuple(line for line in lines if line.at == start and starts_plan)
+    services = rating.catalog()
+    segments = tuple(
+        segment_cost(team=team, span=span, now=end, services=services)
+        for span in spans
+        if start <= span.start < end and span.plan.requires_payment
+    )
+    fees = [line for line in lines if start < line.at <= end]
+    if end == period_end:
+        next_end = rating.period_of(end)[1]
+        next_spans = plan_segments(team=team, start=end, end=next_end)
+        fees += [line for line in fee_lines(team=team, start=end, end=next_end, segments=next_spans) if line.at == end]
+    return segments, tuple(fees)
+
+
 def invoice_breakdown(*, team: Any, invoice: Invoice) -> InvoiceBreakdown:
-    """Rate the invoice's period from the usage ledger and share the usage amount out per endpoint in
+    """Rate what the invoice bills from the usage ledger and share each segment's usage amount out per endpoint in
     proportion to their units (largest remainder), so per-service and per-endpoint lists both add up."""
     from endpoints.models import Endpoint
 
-    cost = period_cost(
-        team=team, start=invoice.period_start, end=invoice.period_end, plan=invoice.plan, now=invoice.period_end
-    )
-    rated = cost.rating
-    per_endpoint = rating.billable_units_by_endpoint(team=team, start=invoice.period_start, end=invoice.period_end)
-    exact = {str(pk): sum(units.values(), Decimal(0)) for pk, units in per_endpoint.items()}
-    units = rating.apportion(rated.units, exact)
-    overage = rating.apportion(rated.overage_units, units) if rated.prices.tiers else dict.fromkeys(units, 0)
-    cents = rating.apportion(int(rated.usage_amount * 100), overage)
+    segments, fees = expected_on_invoice(team=team, start=invoice.period_start, end=invoice.period_end)
+    units: dict[str, int] = {}
+    cents: dict[str, int] = {}
+    for segment in segments:
+        rated = segment.rating
+        per_endpoint = rating.billable_units_by_endpoint(
+            team=team, start=segment.span.usage_start, end=segment.span.usage_end
+        )
+        exact = {str(pk): sum(values.values(), Decimal(0)) for pk, values in per_endpoint.items()}
+        shares = rating.apportion(rated.units, exact)
+        overage = rating.apportion(rated.overage_units, shares) if rated.prices.tiers else dict.fromkeys(shares, 0)
+        for key, amount in rating.apportion(int(rated.usage_amount * 100), overage).items():
+            units[key] = units.get(key, 0) + shares[key]
+            cents[key] = cents.get(key, 0) + amount
     endpoints = {e.pk: e for e in Endpoint.objects.filter(team=team, pk__in=[int(k) for k in units])}
-    shares = [
+    listed = [
         EndpointShare(
             endpoint_id=int(key),
             name=endpoints[int(key)].name if int(key) in endpoints else f"Endpoint {key}",
@@ -204,4 +421,4 @@ def invoice_breakdown(*, team: Any, invoice: Invoice) -> InvoiceBreakdown:
         )
         for key in sorted(units, key=lambda k: (-units[k], k))
     ]
-    return InvoiceBreakdown(cost, tuple(shares), Decimal(invoice.subtotal) / 100)
+    return InvoiceBreakdown(segments, fees, tuple(listed), Decimal(invoice.subtotal) / 100)

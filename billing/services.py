@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import Exists, F, OuterRef, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
@@ -33,6 +33,7 @@ from billing.models import (
     MeterReport,
     MeterReportStatus,
     Plan,
+    PlanSpan,
     PlanVersion,
     Reconciliation,
     StripeEvent,
@@ -284,19 +285,78 @@ def _on_subscription(event: StripeEvent) -> None:
     data = event.payload["data"]["object"]
     team_id = (data.get("metadata") or {}).get("team_id")
     account = _account_for_customer(str(data.get("customer") or ""), team_id=team_id)
+    _span_from_event(account=account, event=event, subscription=data)
     subscription_sync(account=account, subscription_id=event.object_id)
 
 
 ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
+NOT_STARTED = (SubscriptionStatus.INCOMPLETE, *ENDED)
 
 
 def _plan_of_subscription(subscription: dict[str, Any]) -> Plan | None:
-    slug = (subscription.get("metadata") or {}).get("plan")
-    plan = Plan.objects.filter(slug=slug).first() if slug else None
+    """The plan whose prices the subscription's items carry — what the Customer Portal changes when a customer
+    switches plans — and only when no item's price is known, the plan Checkout wrote into its metadata."""
+    prices = {str((item.get("price") or {}).get("id") or "") for item in subscription.get("items", {}).get("data", [])}
+    plan = _plan_of_prices(prices)
     if plan:
         return plan
-    return _plan_of_prices({item["price"]["id"] for item in subscription.get("items", {}).get("data", [])
-                            if item.get("price")})  # fmt: skip
+    slug = (subscription.get("metadata") or {}).get("plan")
+    return Plan.objects.filter(slug=slug).first() if slug else None
+
+
+def _span_from_event(*, account: BillingAccount, event: StripeEvent, subscription: dict[str, Any]) -> None:
+    """Record the plan the event says the team was on from when it happened: a new subscription's plan from its
+    start, a switch (its items changed) from the event, Free from a subscription's end. The event's own copy of the
+    subscription is the state at that moment, so events processed in any order give the same history."""
+    status = str(subscription.get("status") or "")
+    changed = (event.payload["data"].get("previous_attributes") or {}).keys()
+    if event.type == "customer.subscription.deleted" or status in ENDED:
+        at = _utc(subscription.get("ended_at")) or event.created
+        plan_span_record(team=account.team, plan=Plan.objects.get(slug=selectors.FREE), at=at, source=event.stripe_id)
+        return
+    if status in NOT_STARTED:
+        return
+    plan = _plan_of_subscription(subscription)
+    if plan is None:
+        return
+    if event.type == "customer.subscription.created":
+        at = _utc(subscription.get("start_date")) or event.created
+    elif "items" in changed:
+        at = event.created
+    else:
+        return
+    plan_span_record(team=account.team, plan=plan, at=at, subscription_id=event.object_id, source=event.stripe_id)
+
+
+HISTORY_START = datetime(2000, 1, 1, tzinfo=UTC)  # before any subscription: the plan a team had before its history
+
+
+def plan_span_record(
+    *, team: Team, plan: Plan, at: datetime, subscription_id: str = "", source: str = "", previous: Plan | None = None
+) -> PlanSpan:
+    """The team is on `plan` from `at` (idempotent: one span per instant). A team's first span also records the plan
+    it was on before (`previous`, default its account's) from the beginning (HISTORY_START), so its history stays
+    whole whatever order the events come in.
+
+    Meter rows recorded for the hours from the change on under the previous plan (the webhook came late) are
+    recorded again under the new one if none was sent yet; sent ones are left for reconciliation to flag."""
+    with transaction.atomic():
+        if not PlanSpan.objects.filter(team=team).exists():
+            account = account_ensure(team=team)
+            PlanSpan.objects.get_or_create(
+                team=team, starts_at=HISTORY_START, defaults={"plan": previous or account.plan, "source": "before"}
+            )
+        span, _created = PlanSpan.objects.get_or_create(
+            team=team,
+            starts_at=at,
+            defaults={"plan": plan, "subscription_id": subscription_id, "source": source[:100]},
+        )
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        later = MeterReport.objects.filter(team=team, hour__gte=hour)
+        if later.filter(segment_start__lt=at).exists() and not later.filter(status=MeterReportStatus.SENT).exists():
+            later.delete()
+            BillingAccount.objects.filter(team=team, metered_through__gt=hour).update(metered_through=hour)
+    return span
 
 
 def _plan_of_prices(prices: set[str]) -> Plan | None:
@@ -319,12 +379,19 @@ def subscription_sync(*, account: BillingAccount, subscription_id: str) -> Billi
     plan = _plan_of_subscription(subscription)
     items = subscription.get("items", {}).get("data", [])
     period_end = max((item.get("current_period_end") or 0 for item in items), default=None) or None
+    started = _utc(subscription.get("start_date"))
     card = subscription.get("default_payment_method")
     with transaction.atomic():
         account = BillingAccount.objects.select_for_update().select_related("plan").get(pk=account.pk)
         if account.subscription_synced_at and account.subscription_synced_at > fetched_at:
             return account  # a newer read of Stripe has been applied meanwhile
         before = {"plan": account.plan_id, "status": account.subscription_status}
+        if plan and started and status not in NOT_STARTED:
+            spans = PlanSpan.objects.filter(team=account.team, subscription_id=subscription_id)
+            if not spans.exists():  # its start, if no event told us (the history begins with it)
+                first = account.plan if account.stripe_subscription_id == subscription_id else plan
+                plan_span_record(team=account.team, plan=first, at=started, subscription_id=subscription_id,
+                                 source="subscription start", previous=account.plan)  # fmt: skip
         if status in ENDED:
             if account.stripe_subscription_id in ("", subscription_id):
                 account.plan = Plan.objects.get(slug=selectors.FREE)
@@ -333,8 +400,8 @@ def subscription_sync(*, account: BillingAccount, subscription_id: str) -> Billi
         else:
             if plan is None:
                 raise LookupError(f"Subscription {subscription_id} has no price of a known plan.")
-            if account.stripe_subscription_id != subscription_id or account.plan_id != plan.slug:
-                account.metered_through = timezone.now().replace(minute=0, second=0, microsecond=0)
+            if account.metered_through is None:  # metering starts with the subscription's first hour
+                account.metered_through = (started or fetched_at).replace(minute=0, second=0, microsecond=0)
             account.plan = plan
             account.stripe_subscription_id = subscription_id
             account.subscription_status = status
@@ -416,6 +483,7 @@ def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoic
             "created": _utc(data.get("created")) or timezone.now(),
             "due_date": _utc(data.get("due_date")),
             "paid_at": _utc(transitions.get("paid_at")) if status == InvoiceStatus.PAID else None,
+            "finalized_at": _utc(transitions.get("finalized_at")),
             "payment_failed_at": failed_at,
             "payment_error": error[:300],
             "attempt_count": int(data.get("attempt_count") or 0),
@@ -451,6 +519,9 @@ def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoic
             saved = invoice
             transaction.on_commit(lambda: _notify_payment_failed(team=team, invoice=saved))
         transaction.on_commit(lambda: enforce_team(team=team))
+        if invoice.finalized_at and invoice.missed_units is None and invoice.period_start < invoice.period_end:
+            checked = invoice
+            transaction.on_commit(lambda: invoice_check(invoice=checked))  # did its usage all reach Stripe in time?
     return invoice
 
 
@@ -504,11 +575,12 @@ def _suspension_reason(*, team: Team, now: datetime, units_this_period: int | No
     account = selectors.account_of(team=team)
     plan = selectors.plan_of(team=team, account=account)
     if plan.hard_cap:
-        start, _end = rating.period_of(now)
-        version = selectors.version_for(team=team, plan=plan, at=start)
+        period_start, _end = rating.period_of(now)
+        segment = selectors.plan_segments(team=team, start=period_start, end=now, account=account)[-1]
+        version = selectors.version_for(team=team, plan=plan, at=segment.start)
         allowance = version.included_units if version else 0
-        if units_this_period is None:
-            exact = rating.billable_units(team=team, start=start, end=now + timedelta(hours=1))
+        if units_this_period is None or segment.start > period_start:  # the allowance counts from the switch
+            exact = rating.billable_units(team=team, start=segment.usage_start, end=now + timedelta(hours=1))
             units_this_period = int(sum(exact.values(), Decimal(0)).to_integral_value(ROUND_HALF_UP))
         if units_this_period >= allowance:
             return FREE_ALLOWANCE_USED
@@ -569,6 +641,8 @@ def enforce_all(*, now: datetime | None = None) -> int:
 
 # An hour is reported once compaction has written it: closed hours are compacted at once, every 15 s.
 SETTLE = timedelta(minutes=5)
+# Stripe finalizes a subscription's invoice about an hour after its period ends; usage reported until then is on it.
+STRIPE_FINALIZATION_GRACE = timedelta(hours=1)
 MAX_SEND_ATTEMPTS = 8
 # Stripe accepts meter events timestamped within the past 35 days (and at most 5 minutes ahead). A row older than
 # this margin is never sent — Stripe would refuse it — but set aside, visible to the operator.
@@ -581,47 +655,112 @@ def _rounded(value: Decimal) -> int:
     return int(value.to_integral_value(ROUND_HALF_UP))
 
 
+def _metered_spans(*, team: Team, start: datetime, end: datetime) -> list[selectors.Span]:
+    """The segments of paid plans over [start, end), period by period (a segment never crosses a period end)."""
+    spans: list[selectors.Span] = []
+    period_start, period_end = rating.period_of(start)
+    while period_start < end:
+        spans += [span for span in selectors.plan_segments(team=team, start=period_start, end=period_end)
+                  if span.plan.requires_payment and span.usage_end > start and span.usage_start < end]  # fmt: skip
+        period_start, period_end = rating.period_of(period_end)
+    return spans
+
+
+def _exact(team: Team, start: datetime, end: datetime, services: dict[str, Any]) -> Decimal:
+    if end <= start:
+        return Decimal(0)
+    return sum(rating.billable_units(team=team, start=start, end=end, services=services).values(), Decimal(0))
+
+
+def _open_spans(*, team: Team, first: datetime, last: datetime, now: datetime) -> list[selectors.Span]:
+    """The paid segments the ledger still writes to: those with hours at or after `first`, and the one that ended
+    with the last period while Stripe has not finalized its invoice (late records for it still count). A segment a
+    plan switch ended is closed: Stripe billed it at the switch."""
+    boundary = rating.period_of(first)[0]
+    spans = _metered_spans(team=team, start=min(first, boundary - timedelta(seconds=1)), end=max(last, first))
+    finalized = Invoice.objects.filter(team=team, period_end=boundary, finalized_at__isnull=False).exists()
+    grace = now < boundary + STRIPE_FINALIZATION_GRACE and not finalized
+    return [span for span in spans if span.usage_end > first or (span.end == boundary and grace)]
+
+
 def meter_record(*, team: Team, now: datetime | None = None) -> int:
-    """Add the team's closed, unreported hours to the meter ledger (one row per hour with usage). Each row's
-    units are the rounded cumulative units of the period through that hour minus those through the hour
-    before, so a period's rows add up to exactly its rated units. Returns how many rows were added."""
+    """Add the team's closed, unreported hours on paid plans to the meter ledger (a row per hour with usage). Each
+    row's units are the rounded cumulative units of its segment through that hour minus what the segment's earlier
+    rows carry, so a segment's rows add up to exactly its rated units. Records that arrive late for hours already
+    reported are carried by the segment's next row — or by a row of their own, a second after the segment's last
+    one, while Stripe still bills the segment. Hours on Free (before a subscription, after it ends) are never
+    metered. Returns how many rows were added."""
     now = now or timezone.now()
     account = selectors.account_of(team=team)
     if account is None or not account.stripe_customer_id or account.metered_through is None:
         return 0
-    last = (now - SETTLE).replace(minute=0, second=0, microsecond=0)  # hours before this one are closed
+    last = max((now - SETTLE).replace(minute=0, second=0, microsecond=0), account.metered_through)
     first = account.metered_through
-    if first >= last:
+    spans = _open_spans(team=team, first=first, last=last, now=now)
+    if not spans:
+        if last > first:
+            BillingAccount.objects.filter(pk=account.pk, metered_through=first).update(metered_through=last)
         return 0
-    rows = rating_rows_by_hour(team=team, start=first, end=last)
+    rows: dict[datetime, list[dict[str, Any]]] = {}
+    for span in spans:  # only the paid segments' hours: a long spell on Free in between is never read
+        low, high = max(span.usage_start, first), min(span.usage_end, last)
+        if low < high:
+            rows |= rating_rows_by_hour(team=team, start=low, end=high)
     services = rating.catalog()
+    catch_up = {  # each segment's exact units before `first` as the rollups have them now (late records included)
+        span.start: _exact(team, span.usage_start, min(first, span.usage_end), services) for span in spans
+    }
     added = []
     with transaction.atomic():
         locked = BillingAccount.objects.select_for_update().get(pk=account.pk)
         if locked.metered_through != first:
             return 0  # another run recorded these hours meanwhile
-        previous = MeterReport.objects.filter(team=team, hour__lt=first).order_by("-hour").first()
-        for hour in sorted(rows):
-            period_start, _end = rating.period_of(hour)
-            before = previous.cumulative if previous and previous.period_start == period_start else Decimal(0)
-            exact = sum(rating.exact_units_of(rows[hour], services).values(), Decimal(0))
-            cumulative = before + exact
-            units = _rounded(cumulative) - _rounded(before)
-            previous = MeterReport(
-                team=team,
-                hour=hour,
-                period_start=period_start,
-                cumulative=cumulative,
-                units=units,
-                identifier=stripe_client.namespaced(f"{team.pk}-{hour:%Y%m%dT%H%M}"),
-                stripe_customer_id=locked.stripe_customer_id,
-                status=MeterReportStatus.PENDING if units > 0 else MeterReportStatus.SKIPPED,
-            )
-            added.append(previous)
+        for span in spans:
+            previous = MeterReport.objects.filter(team=team, segment_start=span.start).order_by("-timestamp").first()
+            reported = previous.cumulative if previous else Decimal(0)
+            cumulative = catch_up[span.start]
+            closed = list(_hours(max(span.usage_start, first), min(span.usage_end, last)))
+            stamps = [max(hour, span.start) for hour in closed if hour in rows]
+            if not stamps and _rounded(cumulative) > _rounded(reported):  # late records, and no row to carry them
+                if closed:
+                    stamps = [max(closed[-1], span.start)]
+                else:
+                    stamps = [previous.timestamp + timedelta(seconds=1) if previous else span.start]
+            for stamp in stamps:
+                hour = stamp.replace(minute=0, second=0, microsecond=0)
+                cumulative += sum(rating.exact_units_of(rows.get(hour, []), services).values(), Decimal(0))
+                units = _rounded(cumulative) - _rounded(reported)
+                added.append(
+                    MeterReport(
+                        team=team,
+                        hour=hour,
+                        timestamp=stamp,
+                        segment_start=span.start,
+                        cumulative=cumulative,
+                        units=units,
+                        identifier=_meter_identifier(team, stamp),
+                        stripe_customer_id=locked.stripe_customer_id,
+                        status=MeterReportStatus.PENDING if units > 0 else MeterReportStatus.SKIPPED,
+                    )
+                )
+                reported = cumulative
         MeterReport.objects.bulk_create(added)
         locked.metered_through = last
         locked.save(update_fields=["metered_through"])
     return len(added)
+
+
+def _hours(start: datetime, end: datetime) -> list[datetime]:
+    hours = []
+    while start < end:
+        hours.append(start)
+        start += timedelta(hours=1)
+    return hours
+
+
+def _meter_identifier(team: Team, timestamp: datetime) -> str:
+    stamp = f"{timestamp:%Y%m%dT%H%M}" + (f"{timestamp:%S}" if timestamp.second else "")
+    return stripe_client.namespaced(f"{team.pk}-{stamp}")
 
 
 def rating_rows_by_hour(*, team: Team, start: datetime, end: datetime) -> dict[datetime, list[dict[str, Any]]]:
@@ -645,7 +784,9 @@ def meter_send(*, team: Team, now: datetime | None = None) -> tuple[int, int]:
     now = now or timezone.now()
     sent = failed = transient_in_a_row = 0
     MeterReport.objects.filter(
-        team=team, status__in=(MeterReportStatus.PENDING, MeterReportStatus.FAILED), hour__lt=now - METER_EVENT_MAX_AGE
+        team=team,
+        status__in=(MeterReportStatus.PENDING, MeterReportStatus.FAILED),
+        timestamp__lt=now - METER_EVENT_MAX_AGE,
     ).update(
         status=MeterReportStatus.EXPIRED, error="Older than the 35 days Stripe's meter accepts: settle it by hand."
     )
@@ -656,7 +797,7 @@ def meter_send(*, team: Team, now: datetime | None = None) -> tuple[int, int]:
         MeterReport.objects.filter(pk=report.pk).update(attempts=F("attempts") + 1)
         try:
             stripe_client.meter_event_create(
-                customer=report.stripe_customer_id, value=report.units, timestamp=report.hour,
+                customer=report.stripe_customer_id, value=report.units, timestamp=report.timestamp,
                 identifier=report.identifier,
             )  # fmt: skip
         except stripe_client.StripeCallError as error:
@@ -684,8 +825,13 @@ def meter_send(*, team: Team, now: datetime | None = None) -> tuple[int, int]:
 
 
 def metered_teams() -> list[Team]:
+    """Teams with hours to meter: a live subscription, or an ended one whose last paid hours are not all recorded (a
+    canceled team is metered up to its end, never after)."""
+    ended_since = PlanSpan.objects.filter(team=OuterRef("pk"), starts_at__gt=OuterRef("billing__metered_through"))
     return list(
-        Team.objects.filter(billing__stripe_customer_id__gt="", billing__metered_through__isnull=False).order_by("pk")
+        Team.objects.filter(billing__stripe_customer_id__gt="", billing__metered_through__isnull=False)
+        .filter(Q(billing__subscription_status__in=LIVE) | Exists(ended_since))
+        .order_by("pk")
     )
 
 
@@ -696,6 +842,7 @@ def metered_teams() -> list[Team]:
 class ReconcileResult:
     checked: int = 0
     differences: int = 0
+    missed_invoices: int = 0
 
 
 def reconcile_day(*, team: Team, day: datetime) -> Reconciliation | None:
@@ -707,14 +854,11 @@ def reconcile_day(*, team: Team, day: datetime) -> Reconciliation | None:
     account = selectors.account_of(team=team)
     if account is None or account.metered_through is None or account.metered_through < end:
         return None
-    period_start, _end = rating.period_of(start)
-    to_start = sum(rating.billable_units(team=team, start=period_start, end=start).values(), Decimal(0))
-    to_end = to_start + sum(rating.billable_units(team=team, start=start, end=end).values(), Decimal(0))
-    ours = _rounded(to_end) - _rounded(to_start)
+    ours = sum(units for _span, units in _metered_units(team=team, start=start, end=end))
     reported = (
-        MeterReport.objects.filter(team=team, hour__gte=start, hour__lt=end, status=MeterReportStatus.SENT).aggregate(
-            n=Sum("units")
-        )["n"]
+        MeterReport.objects.filter(
+            team=team, timestamp__gte=start, timestamp__lt=end, status=MeterReportStatus.SENT
+        ).aggregate(n=Sum("units"))["n"]
         or 0
     )
     stripe_total, error = None, ""
@@ -733,10 +877,60 @@ def reconcile_day(*, team: Team, day: datetime) -> Reconciliation | None:
     return result
 
 
+def _metered_units(*, team: Team, start: datetime, end: datetime) -> list[tuple[selectors.Span, int]]:
+    """Each paid segment overlapping [start, end), with its units in that range as the meter ledger carries them
+    (rounded cumulatively from the segment's start), from the rollups as they are now."""
+    services = rating.catalog()
+    out = []
+    for span in _metered_spans(team=team, start=start, end=end):
+        low, high = max(start, span.usage_start), min(end, span.usage_end)
+        before = _exact(team, span.usage_start, low, services)
+        out.append((span, _rounded(before + _exact(team, low, high, services)) - _rounded(before)))
+    return out
+
+
+def invoice_check(*, invoice: Invoice) -> int | None:
+    """How many units of the usage a finalized invoice bills did not reach Stripe's meter in time — before the
+    invoice finalized, or for a segment a plan switch ended, before the switch (when Stripe billed that segment) —
+    stored on the invoice for the operator (and None for an invoice that bills no usage period or is a draft)."""
+    if invoice.finalized_at is None or invoice.period_start >= invoice.period_end:
+        return None
+    missed = 0
+    for span, units in _metered_units(team=invoice.team, start=invoice.period_start, end=invoice.period_end):
+        closes = invoice.finalized_at if span.end >= invoice.period_end else min(span.end, invoice.finalized_at)
+        billed = MeterReport.objects.filter(
+            team=invoice.team,
+            segment_start=span.start,
+            hour__gte=max(invoice.period_start, span.usage_start),
+            hour__lt=min(invoice.period_end, span.usage_end),
+            status=MeterReportStatus.SENT,
+            sent_at__lte=closes,
+        ).aggregate(n=Sum("units"))["n"]
+        missed += max(units - (billed or 0), 0)
+    Invoice.objects.filter(pk=invoice.pk).update(missed_units=missed, missed_checked_at=timezone.now())
+    if missed:
+        logger.warning("usage missed invoice %s of team %s", invoice.stripe_id, invoice.team_id,
+                       extra={"missed_units": missed})  # fmt: skip
+    return missed
+
+
+# Records are accepted up to 35 days late, so an invoice is checked again every night for that long.
+INVOICE_CHECK_DAYS = 36
+
+
 def reconcile(*, day: datetime | None = None) -> ReconcileResult:
-    """Reconcile yesterday (or `day`) for every metered team."""
+    """Reconcile yesterday (or `day`) for every metered team, and check that the usage of every invoice finalized in
+    the last INVOICE_CHECK_DAYS reached Stripe before it finalized."""
     day = day or timezone.now() - timedelta(days=1)
     result = ReconcileResult()
+    recent = Invoice.objects.filter(
+        finalized_at__gte=timezone.now() - timedelta(days=INVOICE_CHECK_DAYS), period_end__gt=F("period_start")
+    ).select_related("team")
+    for invoice in recent:
+        try:
+            result.missed_invoices += 1 if invoice_check(invoice=invoice) else 0
+        except Exception:
+            logger.exception("invoice check failed for %s", invoice.stripe_id)
     for team in metered_teams():
         row = reconcile_day(team=team, day=day)
         if row is None:

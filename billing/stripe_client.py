@@ -125,7 +125,12 @@ def checkout_session_create(
     cancel_url: str,
     idempotency_key: str,
 ) -> dict[str, Any]:
-    """A Checkout Session in subscription mode: the plan's monthly fee (if any) and its metered usage price."""
+    """A Checkout Session in subscription mode: the plan's monthly fee (if any) and its metered usage price.
+
+    The subscription's billing periods are Gatehouse's — UTC calendar months — anchored to the 1st at 00:00:00 UTC:
+    the first invoice charges the fee for the rest of this month (prorated), and later ones close each month. Billing
+    mode is flexible (Stripe's default in this API version, set explicitly): a plan switch in the Customer Portal
+    bills the old price's usage up to the switch and the new price's from it."""
     line_items: list[dict[str, Any]] = []
     if fee_price:
         line_items.append({"price": fee_price, "quantity": 1})
@@ -142,7 +147,12 @@ def checkout_session_create(
             "success_url": success_url,
             "cancel_url": cancel_url,
             "metadata": metadata,
-            "subscription_data": {"metadata": metadata},
+            "subscription_data": {
+                "metadata": metadata,
+                "billing_cycle_anchor_config": {"day_of_month": 1, "hour": 0, "minute": 0, "second": 0},
+                "proration_behavior": "create_prorations",
+                "billing_mode": {"type": "flexible"},
+            },
         },
         options=_options(idempotency_key),
     )

@@ -35,7 +35,8 @@ def enforce_all() -> int:
 
 @shared_task(ignore_result=True)
 def report_usage() -> dict[str, int]:
-    """Record closed hours in the meter ledger and send them to Stripe (hourly)."""
+    """Record closed hours in the meter ledger and send them to Stripe (every 5 minutes: an hour goes out minutes
+    after it closes, so a period's last hour reaches Stripe well within the hour before it finalizes the invoice)."""
     totals = {"recorded": 0, "sent": 0, "failed": 0}
     if not stripe_client.configured():
         return totals
@@ -56,6 +57,6 @@ def report_usage() -> dict[str, int]:
 def reconcile() -> dict[str, int]:
     """Yesterday's billable units: ours against what Stripe's meter summed (nightly)."""
     if not stripe_client.configured():
-        return {"checked": 0, "differences": 0}
+        return {"checked": 0, "differences": 0, "missed_invoices": 0}
     result = services.reconcile()
-    return {"checked": result.checked, "differences": result.differences}
+    return {"checked": result.checked, "differences": result.differences, "missed_invoices": result.missed_invoices}

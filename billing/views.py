@@ -268,6 +268,7 @@ def operator_billing(request: HttpRequest) -> HttpResponse:
     meter_failures = MeterReport.objects.filter(
         status__in=(MeterReportStatus.FAILED, MeterReportStatus.EXPIRED)
     ).select_related("team")[:100]
+    missed = Invoice.objects.filter(missed_units__gt=0).select_related("team").order_by("-period_end")[:100]
     deleted_teams = (
         Team.objects.filter(deleted_at__isnull=False)
         .select_related("billing")
@@ -286,6 +287,8 @@ def operator_billing(request: HttpRequest) -> HttpResponse:
             "page": page,
             "reconciliations": reconciliations,
             "meter_failures": meter_failures,
+            "missed": missed,
+            "check_days": services.INVOICE_CHECK_DAYS,
             "deleted_teams": deleted_teams,
             "connected": stripe_client.configured(),
         },

@@ -173,7 +173,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     # Billing: overdue teams and used-up Free allowances suspend (and restore) keys; usage goes to Stripe's meter
     # hourly; our totals are checked against Stripe's nightly; webhook events stuck unprocessed are retried.
     "billing-enforce": {"task": "billing.tasks.enforce_all", "schedule": 60.0},
-    "billing-report-usage": {"task": "billing.tasks.report_usage", "schedule": crontab(minute=10)},
+    "billing-report-usage": {"task": "billing.tasks.report_usage", "schedule": crontab(minute="*/5")},
     "billing-reconcile": {"task": "billing.tasks.reconcile", "schedule": crontab(hour=3, minute=30)},
     "billing-sweep-events": {"task": "billing.tasks.sweep_events", "schedule": 300.0},
 }

@@ -225,6 +225,7 @@ class FakeStripe:
         self.invoice_lines: dict[str, list[Json]] = {}
         self.payment_methods: dict[str, Json] = {}
         self.checkout_sessions: dict[str, Json] = {}
+        self.checkout_session_params: dict[str, dict[str, str]] = {}  # what each session was created with
         self.billing_portal_sessions: dict[str, Json] = {}
         self.meter_events: list[Json] = []
         self.contract_errors: list[str] = []  # requests Stripe would have refused for their parameters
@@ -820,6 +821,7 @@ class FakeStripe:
             livemode=False,
         )
         self.checkout_sessions[session_id] = session
+        self.checkout_session_params[session_id] = dict(params)
         return self._render(session, params)
 
     def _retrieve_checkout_session(self, params: Mapping[str, str], obj_id: str) -> Json:

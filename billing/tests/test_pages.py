@@ -44,14 +44,18 @@ def priced_usage(team_a, owner_a, usage):
 def test_the_billing_page_shows_cost_to_date_and_the_dashboard_card_agrees(client_for, owner_a, team_a, priced_usage):
     client = client_for(owner_a)
     cost = selectors.cost_to_date(team=team_a)
-    assert cost.rating.total > Decimal("10")  # the fee and real usage
+    assert cost.total > Decimal("10")  # the fee and real usage
+    assert cost.total == cost.fee_total + cost.rating.usage_amount
+    assert [line.amount for line in cost.fees] == [Decimal("10.00")]  # the month's fee, charged on the 1st
     page = client.get(f"/t/{team_a.slug}/billing/").content.decode()
-    assert f'data-testid="cost-to-date">{usd(cost.rating.total)}<' in page
-    assert usd(cost.projected.total) in page
+    assert f'data-testid="cost-to-date">{usd(cost.total)}<' in page
+    assert f'data-testid="projected">{usd(cost.projected_total)}<' in page
+    assert f'data-testid="period-total">{usd(cost.total)}<' in page
+    assert "Pay as you go monthly fee" in page
     for line in cost.rating.lines:
         assert line.name in page
     card = client.get(f"/t/{team_a.slug}/usage/panels/cards", {"range": "24h"}).content.decode()
-    assert f'data-testid="cost-card">{usd(cost.rating.total)}<' in card
+    assert f'data-testid="cost-card">{usd(cost.total)}<' in card
 
 
 def test_money_is_for_owners_admins_and_finance_only(client_for, member_of, team_a, priced_usage):
@@ -113,18 +117,19 @@ def test_invoices_filter_paginate_and_export(client_for, owner_a, team_a, django
 def test_an_invoices_usage_breakdown_adds_up_to_it(client_for, owner_a, team_a, priced_usage):
     start, end = rating.period_of(datetime.now(UTC))
     cost = selectors.period_cost(team=team_a, start=start, end=end, now=end)
-    cents = int(cost.rating.total * 100)
-    fee = int(cost.rating.fee * 100)
+    usage_cents = int(cost.usage_total * 100)
+    # The invoice closing the month bills its usage and next month's fee in advance.
+    lines = (("Pay as you go, monthly fee (next month)", 1000), ("Usage", usage_cents))
     invoice = make_invoice(team_a, status="open", period_start=start, period_end=end,
-                           plan=Plan.objects.get(slug="payg"),
-                           lines=(("Pay as you go, monthly fee", fee), ("Usage", cents - fee)))  # fmt: skip
+                           plan=Plan.objects.get(slug="payg"), lines=lines)  # fmt: skip
     breakdown = selectors.invoice_breakdown(team=team_a, invoice=invoice)
     assert breakdown.difference == 0
-    assert breakdown.cost.rating.fee + sum(line.amount for line in breakdown.cost.rating.lines) == invoice.dollars(
-        "subtotal"
-    )
-    assert breakdown.cost.rating.fee + sum(share.amount for share in breakdown.endpoints) == invoice.dollars("subtotal")
-    assert sum(share.units for share in breakdown.endpoints) == breakdown.cost.rating.units
+    assert [(line.at, line.amount) for line in breakdown.fees] == [(end, Decimal("10.00"))]
+    (segment,) = breakdown.segments
+    fees = sum(line.amount for line in breakdown.fees)
+    assert fees + sum(line.amount for line in segment.rating.lines) == invoice.dollars("subtotal")
+    assert fees + sum(share.amount for share in breakdown.endpoints) == invoice.dollars("subtotal")
+    assert sum(share.units for share in breakdown.endpoints) == breakdown.units == cost.units
     assert [share.name for share in breakdown.endpoints] == ["Wallet", "Indexer"]  # 40 × 26 > 13 × 75 units
     page = client_for(owner_a).get(f"/t/{team_a.slug}/billing/invoices/{invoice.pk}/").content.decode()
     assert f"Adds up to the invoice's subtotal of {usd(invoice.dollars('subtotal'))}" in page
@@ -138,11 +143,10 @@ def test_a_breakdown_that_differs_from_the_invoice_says_by_how_much(client_for, 
     invoice = make_invoice(team_a, status="paid", period_start=start, period_end=end, plan=payg, lines=(("Usage", 1),))
     page = client_for(owner_a).get(f"/t/{team_a.slug}/billing/invoices/{invoice.pk}/").content.decode()
     assert "differs from the invoice" in page
-    difference = selectors.invoice_breakdown(team=team_a, invoice=invoice).difference
-    assert usd(difference) in page
-    assert (
-        difference == Decimal("0.01") - selectors.period_cost(team=team_a, start=start, end=end, now=end).rating.total
-    )
+    breakdown = selectors.invoice_breakdown(team=team_a, invoice=invoice)
+    assert usd(breakdown.difference) in page
+    cost = selectors.period_cost(team=team_a, start=start, end=end, now=end)
+    assert breakdown.difference == Decimal("0.01") - cost.usage_total - Decimal("10.00")  # usage, next month's fee
 
 
 def test_the_plans_page_offers_checkout_only_where_it_can(client_for, owner_a, member_of, team_a, stripe_settings):

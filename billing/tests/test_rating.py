@@ -189,10 +189,10 @@ def test_a_period_is_billed_from_the_usage_ledger(usage, team_a):
     cost = selectors.cost_to_date(team=team_a, now=now)
     per_relay = rating.catalog()["eth-mainnet"].compute_units_for("eth_call")
     assert cost.plan.slug == "free"
-    assert cost.rating.units == 30 * per_relay
-    assert cost.rating.total == D("0.00")
-    assert cost.projected is not None
-    assert cost.projected.units >= cost.rating.units
+    assert cost.rating.units == cost.units == 30 * per_relay
+    assert cost.total == D("0.00")
+    assert cost.projected_total == D("0.00")
+    assert cost.current.projected.units >= cost.rating.units
 
 
 @pytest.mark.django_db

@@ -47,6 +47,13 @@ def test_upgrade_creates_the_customer_once_and_a_subscription_checkout(
         "metadata[plan]": "growth",
         "subscription_data[metadata][team_id]": str(team_a.pk),
         "subscription_data[metadata][plan]": "growth",
+        # Stripe's periods are Gatehouse's: calendar months from the 1st at 00:00:00 UTC, the rest of this one prorated.
+        "subscription_data[billing_cycle_anchor_config][day_of_month]": "1",
+        "subscription_data[billing_cycle_anchor_config][hour]": "0",
+        "subscription_data[billing_cycle_anchor_config][minute]": "0",
+        "subscription_data[billing_cycle_anchor_config][second]": "0",
+        "subscription_data[proration_behavior]": "create_prorations",
+        "subscription_data[billing_mode][type]": "flexible",
     }
     # The plan changes only when Stripe says so (webhook), not on the redirect.
     assert BillingAccount.objects.get(team=team_a).plan_id == "free"

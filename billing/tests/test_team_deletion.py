@@ -71,7 +71,8 @@ def test_the_financial_records_stay_and_finance_still_finds_them(
     finance = member_of(Role.FINANCE, email="fin@a.example")
     developer = member_of(Role.DEVELOPER, email="dev@a.example")
     invoice = make_invoice(team_a, status="paid")
-    MeterReport.objects.create(team=team_a, hour=invoice.period_start, period_start=invoice.period_start,
+    MeterReport.objects.create(team=team_a, hour=invoice.period_start, timestamp=invoice.period_start,
+                               segment_start=invoice.period_start,
                                cumulative=10, units=10, identifier="meter-x", stripe_customer_id="cus_x")  # fmt: skip
     _token, secret = management_token_create(team=team_a, name="ci", scopes=["read"], actor=owner_a)
     owner = Membership.objects.get(team=team_a, user=owner_a)
