@@ -687,15 +687,19 @@ def meter_record(*, team: Team, now: datetime | None = None) -> int:
     """Add the team's closed, unreported hours on paid plans to the meter ledger (a row per hour with usage). Each
     row's units are the rounded cumulative units of its segment through that hour minus what the segment's earlier
     rows carry, so a segment's rows add up to exactly its rated units. Records that arrive late for hours already
-    reported are carried by the segment's next row — or by a row of their own, a second after the segment's last
-    one, while Stripe still bills the segment. Hours on Free (before a subscription, after it ends) are never
-    metered. Returns how many rows were added."""
+    reported are carried when the next hour closes by the segment's next row (or one for that hour) — and in the
+    hour after a period's end, every run, by a row of their own a second after the closed segment's last one, while
+    Stripe has not finalized its invoice. Hours on Free (before a subscription, after it ends) are never metered.
+    Returns how many rows were added."""
     now = now or timezone.now()
     account = selectors.account_of(team=team)
     if account is None or not account.stripe_customer_id or account.metered_through is None:
         return 0
     last = max((now - SETTLE).replace(minute=0, second=0, microsecond=0), account.metered_through)
     first = account.metered_through
+    closing = first == rating.period_of(first)[0] and now < first + STRIPE_FINALIZATION_GRACE
+    if last == first and not closing:
+        return 0  # no hour closed since the last run; late records wait for the next one (a period's end, not)
     spans = _open_spans(team=team, first=first, last=last, now=now)
     if not spans:
         if last > first:

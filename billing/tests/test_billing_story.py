@@ -125,10 +125,11 @@ def test_a_period_with_a_mid_month_start_a_portal_switch_and_late_usage_adds_up_
     relays(usage, 7, at=first_hour + timedelta(hours=3, minutes=5), input_tokens=1_234, output_tokens=567, **llm)
     aggregate()
     report(first_hour + timedelta(hours=4, minutes=5))
-    # A record for an hour already reported arrives: carried by a row of its own minutes later, the same day.
+    # A record for an hour already reported arrives: carried when the next hour closes, by a row for that hour.
     relays(usage, 9, at=first_hour + timedelta(hours=3, minutes=40))
     aggregate()
-    report(first_hour + timedelta(hours=4, minutes=20))
+    report(first_hour + timedelta(hours=4, minutes=20))  # nothing closed since: nothing to do
+    report(first_hour + timedelta(hours=5, minutes=5))
     relays(usage, 45, at=switched - timedelta(hours=2))
     aggregate()
     report(switched.replace(minute=5, second=0))  # the hour before the switch reaches Stripe before the switch
@@ -177,7 +178,9 @@ def test_a_period_with_a_mid_month_start_a_portal_switch_and_late_usage_adds_up_
         exact = sum(rating.billable_units(team=team_a, start=span.usage_start, end=span.usage_end).values(), Decimal(0))
         assert sum(row.units for row in rows if row.segment_start == start) == rounded(exact) > 0
     assert rows[0].timestamp == started  # the hour of the start is billed from the start, at the new plan
-    assert any(row.timestamp == period_end - timedelta(hours=1, seconds=-1) for row in rows)  # the late one
+    carrier = next(row for row in rows if row.hour == first_hour + timedelta(hours=4))  # an hour with no usage…
+    assert carrier.units > 0  # …carries the late record of the hour before
+    assert any(row.timestamp == period_end - timedelta(hours=1, seconds=-1) for row in rows)  # 23:50's, after 00:00
     # Stripe's meter holds exactly the ledger: one event per row, at its time.
     events = {event["identifier"]: event for event in stripe_fake.meter_events}
     assert len(events) == len(stripe_fake.meter_events) == sum(1 for row in rows if row.units)
