@@ -31,10 +31,8 @@ chromium:
 run: deps
 	$(PY) -m project.devstack run
 
-## make test: lint, format check, then pytest (which also checks for missing migrations).
-test: deps-test
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+## make test: the lint checks (make lint), then pytest (which also checks for missing migrations).
+test: deps-test lint
 	$(PY) -m pytest
 
 ## make manage CMD="createsuperuser": manage.py against the same database and broker as `make run`.
@@ -47,9 +45,11 @@ audit: $(VENV)/.dev-installed
 	$(PY) -m pip_audit --requirement requirements.txt --requirement requirements-dev.txt --no-deps --disable-pip \
 		--strict $$(sed -n 's/^\([A-Za-z0-9][A-Za-z0-9-]*\) *#.*/--ignore-vuln \1/p' .ci/pip-audit-ignore.txt)
 
+## make lint: ruff (lint and format) and the import layers (import-linter: no upward import, no cycle).
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	PYTHONPATH=. $(VENV)/bin/lint-imports --no-cache
 
 format: $(VENV)/.dev-installed
 	$(PY) -m ruff check --fix .

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from rest_framework import authentication, exceptions
-
-from accounts.models import ManagementToken, Team
-from accounts.services import MANAGEMENT_TOKEN_PREFIX, management_token_touch, sha256_hex
+from accounts.models import MANAGEMENT_TOKEN_PREFIX, ManagementToken, Team
+from project.authentication import BearerSecretAuthentication
+from project.secrets import touch
 
 
 class TokenPrincipal:
@@ -29,25 +26,22 @@ class TokenPrincipal:
         return f"token {self.token.prefix}"
 
 
-class ManagementTokenAuthentication(authentication.BaseAuthentication):
-    def authenticate(self, request: Any) -> tuple[TokenPrincipal, ManagementToken] | None:
-        header = authentication.get_authorization_header(request).split()
-        if not header or header[0].lower() != b"bearer":
-            return None
-        if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Malformed Authorization header: use 'Bearer <token>'.")
-        raw = header[1].decode("ascii", errors="replace")
-        if not raw.startswith(MANAGEMENT_TOKEN_PREFIX):
-            raise exceptions.AuthenticationFailed("This API takes management tokens (gmt_…).")
+class ManagementTokenAuthentication(BearerSecretAuthentication):
+    prefix = MANAGEMENT_TOKEN_PREFIX
+    noun = "management tokens (gmt_…)"
+    refused = "Invalid, expired or revoked token."
+    realm = "gatehouse"
+
+    def credential(self, secret_hash: str) -> ManagementToken | None:
         token = (
             ManagementToken.objects.select_related("team", "membership__user", "membership__team")
-            .filter(token_hash=sha256_hex(raw))
+            .filter(token_hash=secret_hash)
             .first()
         )
-        if token is None or not token.is_active:
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
-        management_token_touch(token=token)
-        return TokenPrincipal(token), token
+        return token if token is not None and token.is_active else None
 
-    def authenticate_header(self, request: Any) -> str:
-        return 'Bearer realm="gatehouse"'
+    def principal(self, credential: ManagementToken) -> TokenPrincipal:
+        return TokenPrincipal(credential)
+
+    def used(self, credential: ManagementToken) -> None:
+        touch(credential, "last_used_at")

@@ -207,6 +207,9 @@ class TokenScope(models.TextChoices):
     WRITE = "write", "Write"
 
 
+MANAGEMENT_TOKEN_PREFIX = "gmt_"  # noqa: S105 - a public prefix, not a secret
+
+
 class ManagementToken(models.Model):
     """A team's token for the REST API. Stored as SHA-256; `prefix` is the visible start of the token.
 

@@ -82,7 +82,8 @@ TOKEN_ROLE = ADMIN
 
 # Views that are not team-scoped, by dotted-name prefix (or "url:" + URL prefix), with the reason.
 NON_TEAM_VIEWS: dict[str, str] = {
-    "project.views.": "public: home page, health checks",
+    "project.views.": "public: health checks",
+    "accounts.views.home": "public: the home page (a signed-in user's own teams)",
     "allauth.": "authentication (django-allauth): sign-up, sign-in, MFA, email, password",
     "url:admin/": "operator admin: Django's admin requires is_staff on every view",
     "accounts.views.team_mfa_required": "explains a team's 2FA rule to its members (checks membership itself)",

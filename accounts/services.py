@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from django.utils.text import slugify
 
 from accounts import emails
 from accounts.models import (
+    MANAGEMENT_TOKEN_PREFIX,
     AuditEvent,
     Invitation,
     ManagementToken,
@@ -31,6 +31,7 @@ from accounts.permissions import CLOSED_TEAM_ROLES, can, can_grant, user_has_mfa
 from project.errors import ServiceError
 from project.http import client_ip
 from project.params import is_time_zone
+from project.secrets import prefixed_secret, sha256_hex
 
 INVITATION_LIFETIME = timedelta(days=7)
 INVITATION_RESEND_INTERVAL = timedelta(minutes=1)
@@ -39,11 +40,6 @@ INVITATION_RESEND_INTERVAL = timedelta(minutes=1)
 INVITATIONS_PER_TEAM_PER_HOUR = 20
 INVITATIONS_PER_INVITER_PER_DAY = 50
 INVITATION_SENDS = ("member.invited", "member.invitation_resent")
-MANAGEMENT_TOKEN_PREFIX = "gmt_"  # noqa: S105 - a public prefix, not a secret
-
-
-def sha256_hex(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 # --- audit ----------------------------------------------------------------------------------
@@ -176,43 +172,29 @@ def team_set_require_mfa(*, team: Team, required: bool, actor: User, request: Ht
     return team
 
 
-def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequest | None = None) -> None:
-    """Delete (close) a team. Refused while an invoice is not final or unpaid. Its Stripe subscription is canceled
-    first; then its endpoints, keys, tokens and invitations end and the gateway is told, members who cannot see
-    billing leave, and the team stays closed: its invoices, meter ledger and billing account remain, readable by its
-    owner, admins and finance (billing pages only) and by the operator."""
-    from billing.selectors import team_deletion_blocker
-    from billing.services import subscription_cancel_for_team_deletion
-    from endpoints.services import team_gateway_config_delete
-
-    if confirmation.strip() != team.slug:
-        raise ServiceError("confirmation_mismatch", f"Type {team.slug} to confirm.", field="confirmation")
+def team_close(*, team: Team, actor: User, request: HttpRequest | None = None) -> bool:
+    """The accounts side of deleting a team (billing.services.team_delete runs the whole of it): its tokens and
+    invitations end, members who cannot see billing leave, and the team is marked closed. Inside the caller's
+    transaction; False if it was closed already."""
+    team = Team.objects.select_for_update().get(pk=team.pk)
     if team.deleted_at is not None:
-        raise ServiceError("team_deleted", "This team was already deleted.", status=404)
-    blocker = team_deletion_blocker(team=team)
-    if blocker is not None:
-        raise ServiceError(blocker[0], blocker[1], status=409)
-    subscription_cancel_for_team_deletion(team=team, actor=actor)  # Stripe first, outside the transaction
+        return False
     now = timezone.now()
-    with transaction.atomic():
-        team = Team.objects.select_for_update().get(pk=team.pk)
-        if team.deleted_at is not None:
-            return
-        audit_record(
-            action="team.deleted",
-            actor=actor,
-            team=team,
-            target=team,
-            before={"name": team.name, "slug": team.slug},
-            request=request,
-        )
-        team_gateway_config_delete(team=team)  # the gateway drops the team's keys on its next poll
-        for token in ManagementToken.objects.filter(team=team, revoked_at__isnull=True):
-            management_token_revoke(token=token, actor=actor, request=request, reason="The team was deleted.")
-        Invitation.objects.filter(team=team, accepted_at__isnull=True, revoked_at__isnull=True).update(revoked_at=now)
-        Membership.objects.filter(team=team).exclude(role__in=CLOSED_TEAM_ROLES).delete()
-        team.deleted_at = now
-        team.save(update_fields=["deleted_at"])
+    audit_record(
+        action="team.deleted",
+        actor=actor,
+        team=team,
+        target=team,
+        before={"name": team.name, "slug": team.slug},
+        request=request,
+    )
+    for token in ManagementToken.objects.filter(team=team, revoked_at__isnull=True):
+        management_token_revoke(token=token, actor=actor, request=request, reason="The team was deleted.")
+    Invitation.objects.filter(team=team, accepted_at__isnull=True, revoked_at__isnull=True).update(revoked_at=now)
+    Membership.objects.filter(team=team).exclude(role__in=CLOSED_TEAM_ROLES).delete()
+    team.deleted_at = now
+    team.save(update_fields=["deleted_at"])
+    return True
 
 
 @transaction.atomic
@@ -534,8 +516,7 @@ def management_token_create(
         raise ServiceError("invalid_scopes", "Choose read, write or both.", field="scopes")
     if expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("expiry_in_past", "The expiry must be in the future.", field="expires_at")
-    public_id = secrets.token_hex(4)
-    secret = f"{MANAGEMENT_TOKEN_PREFIX}{public_id}_{secrets.token_urlsafe(32)}"
+    secret, public_id = prefixed_secret(MANAGEMENT_TOKEN_PREFIX)
     with transaction.atomic():
         Team.objects.select_for_update().filter(pk=team.pk).first()  # one creation at a time: the count holds
         active = ManagementToken.objects.filter(team=team, revoked_at__isnull=True, membership__isnull=False).filter(
@@ -592,11 +573,3 @@ def _revoke_tokens_of(membership: Membership, *, reason: str, actor: User, reque
     """A token never outlives its creator's membership (inside the transaction that ends the membership)."""
     for token in ManagementToken.objects.filter(membership=membership, revoked_at__isnull=True):
         management_token_revoke(token=token, actor=actor, request=request, reason=reason)
-
-
-def management_token_touch(*, token: ManagementToken) -> None:
-    """Record use, at most once a minute per token (a single UPDATE, no read-modify-write)."""
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        ManagementToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        token.last_used_at = now

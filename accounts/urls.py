@@ -1,18 +1,16 @@
 from django.urls import path
 
 from accounts import views
-from analytics import views as analytics_views
 
 team = "t/<slug:team_slug>/"
 
 urlpatterns = [
+    path("", views.home, name="home"),
     path("teams/new/", views.team_create, name="team_create"),
-    path(team, analytics_views.overview, name="team_home"),
     path(team + "settings/", views.team_settings, name="team_settings"),
     path(team + "settings/name", views.team_rename, name="team_rename"),
     path(team + "settings/security", views.team_security, name="team_security"),
     path(team + "settings/transfer", views.team_transfer, name="team_transfer"),
-    path(team + "settings/delete", views.team_delete, name="team_delete"),
     path(team + "leave", views.team_leave, name="team_leave"),
     path(team + "2fa-required/", views.team_mfa_required, name="team_mfa_required"),
     path(team + "members/", views.members, name="members"),

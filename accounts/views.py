@@ -18,7 +18,6 @@ from accounts import selectors, services
 from accounts.adapter import INVITATION_SESSION_KEY
 from accounts.forms import (
     AuditFilterForm,
-    DeleteTeamForm,
     InviteForm,
     RequireMfaForm,
     RoleForm,
@@ -28,8 +27,6 @@ from accounts.forms import (
 )
 from accounts.models import Invitation, Membership, User
 from accounts.permissions import membership_for, team_view, user_has_mfa
-from billing.selectors import account_of, team_deletion_blocker
-from billing.services import has_live_subscription
 from project.csv import csv_response
 from project.errors import ServiceError
 
@@ -66,9 +63,6 @@ def _settings_context(request: HttpRequest, **forms: Any) -> dict[str, Any]:
         "name_form": TeamNameForm(initial={"name": team.name}),
         "mfa_form": RequireMfaForm(initial={"require_mfa": team.require_mfa}),
         "transfer_form": TransferForm(team=team, owner=membership),
-        "delete_form": DeleteTeamForm(),
-        "deletion_blocker": (team_deletion_blocker(team=team) or (None, None))[1],
-        "has_subscription": has_live_subscription(account_of(team=team)),
         "user_has_mfa": user_has_mfa(request.user),
     }
     context.update(forms)
@@ -130,27 +124,6 @@ def team_transfer(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"{form.cleaned_data['member'].user.email} now owns this team; you are an admin.")
             return redirect(_team_url(request, "team_settings"))
     return render(request, "accounts/team_settings.html", _settings_context(request, transfer_form=form), status=400)
-
-
-@team_view(POST="team.delete")
-def team_delete(request: HttpRequest) -> HttpResponse:
-    form = DeleteTeamForm(request.POST)
-    if form.is_valid():
-        team = request.team  # type: ignore[attr-defined]
-        try:
-            services.team_delete(
-                team=team,
-                actor=request.user,  # type: ignore[arg-type]
-                confirmation=form.cleaned_data["confirmation"],
-                request=request,
-            )
-        except ServiceError as error:
-            form.add_service_error(error)
-        else:
-            request.session.pop("current_team", None)
-            messages.success(request, f"Deleted {team.name}.")
-            return redirect("home")
-    return render(request, "accounts/team_settings.html", _settings_context(request, delete_form=form), status=400)
 
 
 @team_view(POST="team.leave")
@@ -454,7 +427,18 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     return redirect(_team_url(request, "tokens"))
 
 
-# --- the landing page for signed-in users ---------------------------------------------------
+# --- the landing page ------------------------------------------------------------------------
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """Signed in: the current team (or an invitation to create one). Signed out: what Gatehouse is."""
+    if request.user.is_authenticated:
+        slug = current_team_slug(request)
+        if slug:
+            return redirect("team_home", team_slug=slug)
+        form = TeamNameForm(initial={"name": services.default_team_name(request.user)})  # type: ignore[arg-type]
+        return render(request, "home.html", {"form": form})
+    return render(request, "home.html")
 
 
 def current_team_slug(request: HttpRequest) -> str | None:

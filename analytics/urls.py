@@ -5,6 +5,8 @@ from analytics import views
 team = "t/<slug:team_slug>/"
 
 urlpatterns = [
+    path(team, views.overview, name="team_home"),
+    path(team + "endpoints/", views.endpoint_list, name="endpoint_list"),
     path(team + "usage/panels/", views.overview, name="usage_panel_base"),  # base for panel URLs (shows the overview)
     path(team + "usage/panels/<str:name>", views.panel, name="usage_panel"),
     path(team + "endpoints/<str:endpoint_id>/usage/", views.endpoint_usage, name="endpoint_usage"),

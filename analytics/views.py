@@ -86,6 +86,19 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 @team_view(GET="endpoints.view")
+def endpoint_list(request: HttpRequest) -> HttpResponse:
+    """The team's endpoints, each with its requests over the last 24 hours (endpoints' page, with traffic)."""
+    from analytics.selectors import requests_per_endpoint
+
+    endpoints = list(endpoint_selectors.endpoint_list(team=request.team))  # type: ignore[attr-defined]
+    usage = requests_per_endpoint(team=request.team)  # type: ignore[attr-defined]
+    for endpoint in endpoints:
+        endpoint.spark = usage.get(endpoint.pk, [])  # type: ignore[attr-defined]
+        endpoint.requests_24h = sum(endpoint.spark)  # type: ignore[attr-defined]
+    return render(request, "endpoints/endpoint_list.html", {"endpoints": endpoints})
+
+
+@team_view(GET="endpoints.view")
 def endpoint_usage(request: HttpRequest, endpoint_id: str) -> HttpResponse:
     """The endpoint page's Usage tab: the same panels, scoped to it."""
     team = request.team  # type: ignore[attr-defined]
@@ -138,12 +151,10 @@ def _panel(request: HttpRequest, team: Any, name: str) -> HttpResponse:
         data: Any = dashboard.cards(team=team, query=query)
         if wants_csv:
             return _csv_cards(query, data)
-        context = {"query": query, "cards": data}
         membership = getattr(request, "membership", None)
-        if team is not None and membership is not None and can(membership.role, "billing.view"):
-            from billing.selectors import cost_to_date
-
-            context["cost"] = cost_to_date(team=team)  # the billing page's own figure: they never disagree
+        # The cost card is billing's own fragment (the billing page's figure), loaded beside the cards.
+        shows_cost = team is not None and membership is not None and can(membership.role, "billing.view")
+        context = {"query": query, "cards": data, "shows_cost": shows_cost}
         if not data["has_data"] and team is not None:
             context["example"] = endpoint_selectors.first_request_example(team=team)
         return render(request, "analytics/_panels.html#cards", context)

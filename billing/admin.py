@@ -6,7 +6,6 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.utils import timezone
 
 from billing.models import (
     BillingAccount,
@@ -32,8 +31,17 @@ class PlanVersionInline(admin.TabularInline):
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "self_serve", "requires_payment", "hard_cap", "invoiced", "sort_order")
+    list_display = ("name", "slug", "self_serve", "requires_payment", "hard_cap", "invoiced", "rate_limit_rps",
+                    "sort_order")  # fmt: skip
     inlines = [PlanVersionInline]
+
+    def save_model(self, request: HttpRequest, obj: Plan, form: Any, change: bool) -> None:
+        """A new rate limit reaches every team on the plan (and, for Free, teams on no plan) through the feed."""
+        from billing.services import plan_limits_everywhere
+
+        super().save_model(request, obj, form, change)
+        if "rate_limit_rps" in form.changed_data:
+            plan_limits_everywhere(plan=obj)
 
 
 @admin.register(PlanVersion)
@@ -67,12 +75,13 @@ class BillingAccountAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: BillingAccount, form: Any, change: bool) -> None:
         """An operator's plan assignment (Enterprise, say) starts a plan segment now, like a switch in the Portal."""
-        from billing.services import plan_span_record
+        from billing.services import plan_assign
 
+        plan = obj.plan
         if change and "plan" in form.changed_data:
-            before = BillingAccount.objects.select_related("plan").get(pk=obj.pk).plan
+            obj.plan = BillingAccount.objects.select_related("plan").get(pk=obj.pk).plan
             super().save_model(request, obj, form, change)
-            plan_span_record(team=obj.team, plan=obj.plan, at=timezone.now(), source="admin", previous=before)
+            plan_assign(team=obj.team, plan=plan, actor=request.user, source="admin")  # type: ignore[arg-type]
             return
         super().save_model(request, obj, form, change)
 

@@ -5,7 +5,9 @@ from billing import views
 team = "t/<slug:team_slug>/billing/"
 
 urlpatterns = [
+    path("t/<slug:team_slug>/settings/delete", views.team_delete, name="team_delete"),
     path(team, views.billing_home, name="billing_home"),
+    path(team + "cost-card", views.cost_card, name="billing_cost_card"),
     path(team + "plans/", views.billing_plans, name="billing_plans"),
     path(team + "checkout", views.billing_checkout, name="billing_checkout"),
     path(team + "portal", views.billing_portal, name="billing_portal"),

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.forms import DeleteTeamForm
 from accounts.models import Team
 from accounts.permissions import allows, team_view
 from billing import selectors, services, stripe_client
@@ -86,6 +87,35 @@ def billing_home(request: HttpRequest) -> HttpResponse:
             "can_payment_method": allows(request.membership, "billing.payment_method"),  # type: ignore[attr-defined]
         },
     )
+
+
+@team_view(GET="team.delete", POST="team.delete")
+def team_delete(request: HttpRequest) -> HttpResponse:
+    """Delete the team, after a page that says what happens (and what refuses it: an unpaid or draft invoice)."""
+    team = request.team  # type: ignore[attr-defined]
+    form = DeleteTeamForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.team_delete(team=team, actor=request.user, confirmation=form.cleaned_data["confirmation"],
+                                 request=request)  # type: ignore[arg-type]  # fmt: skip
+        except ServiceError as error:
+            form.add_service_error(error)
+        else:
+            request.session.pop("current_team", None)
+            messages.success(request, f"Deleted {team.name}.")
+            return redirect("home")
+    context = {
+        "form": form,
+        "deletion_blocker": (selectors.team_deletion_blocker(team=team) or (None, None))[1],
+        "has_subscription": services.has_live_subscription(selectors.account_of(team=team)),
+    }
+    return render(request, "billing/team_delete.html", context, status=400 if form.errors else 200)
+
+
+@team_view(GET="billing.view")
+def cost_card(request: HttpRequest) -> HttpResponse:
+    """The dashboard's "Cost this month" card: the billing page's own figure, so they never disagree."""
+    return render(request, "billing/_cost_card.html", {"cost": selectors.cost_to_date(team=request.team)})  # type: ignore[attr-defined]
 
 
 @team_view(GET="billing.view")

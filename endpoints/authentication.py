@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import exceptions, permissions
 
-from accounts.services import sha256_hex
-from endpoints.models import GatewayCredential
-from endpoints.services import GATEWAY_CREDENTIAL_PREFIX, gateway_credential_touch
+from endpoints.models import GATEWAY_CREDENTIAL_PREFIX, GatewayCredential
+from project.authentication import BearerSecretAuthentication
+from project.secrets import touch
 
 
 class GatewayPrincipal:
@@ -29,24 +29,20 @@ class GatewayPrincipal:
         return f"gateway {self.credential.name}"
 
 
-class GatewayCredentialAuthentication(authentication.BaseAuthentication):
-    def authenticate(self, request: Any) -> tuple[GatewayPrincipal, GatewayCredential] | None:
-        header = authentication.get_authorization_header(request).split()
-        if not header or header[0].lower() != b"bearer":
-            return None
-        if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Malformed Authorization header: use 'Bearer <credential>'.")
-        raw = header[1].decode("ascii", errors="replace")
-        if not raw.startswith(GATEWAY_CREDENTIAL_PREFIX):
-            raise exceptions.AuthenticationFailed("The gateway API takes gateway credentials (ggw_…).")
-        credential = GatewayCredential.objects.filter(secret_hash=sha256_hex(raw), revoked_at__isnull=True).first()
-        if credential is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked gateway credential.")
-        gateway_credential_touch(credential=credential)
-        return GatewayPrincipal(credential), credential
+class GatewayCredentialAuthentication(BearerSecretAuthentication):
+    prefix = GATEWAY_CREDENTIAL_PREFIX
+    noun = "gateway credentials (ggw_…)"
+    refused = "Invalid or revoked gateway credential."
+    realm = "gatehouse-gateway"
 
-    def authenticate_header(self, request: Any) -> str:
-        return 'Bearer realm="gatehouse-gateway"'
+    def credential(self, secret_hash: str) -> GatewayCredential | None:
+        return GatewayCredential.objects.filter(secret_hash=secret_hash, revoked_at__isnull=True).first()
+
+    def principal(self, credential: GatewayCredential) -> GatewayPrincipal:
+        return GatewayPrincipal(credential)
+
+    def used(self, credential: GatewayCredential) -> None:
+        touch(credential, "last_seen_at")  # the gateway was seen
 
 
 class IsGateway(permissions.BasePermission):

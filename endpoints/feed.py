@@ -13,7 +13,15 @@ from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from endpoints.models import ApiKey, ConfigChange, ConfigFeedHorizon, Endpoint, EndpointStatus
+from endpoints.models import (
+    DEFAULT_RATE_LIMIT_RPS,
+    ApiKey,
+    ConfigChange,
+    ConfigFeedHorizon,
+    Endpoint,
+    EndpointStatus,
+    PlanLimit,
+)
 
 FEED_VERSION = "v1"
 DEFAULT_CHANGES_LIMIT = 1000
@@ -78,7 +86,7 @@ _ENDPOINT_FIELDS = (
     "allowed_methods",
     "deleted_at",
     "team__gateway_suspension__reason",
-    "team__billing__plan__rate_limit_rps",
+    "team__plan_limit__rate_limit_rps",
 )
 _KEY_FIELDS = (
     "key_id",
@@ -100,7 +108,7 @@ _KEY_FIELDS = (
 def _endpoint_record(row: tuple[Any, ...], services: list[str], default_plan_rps: int) -> dict[str, Any]:
     (public_id, team, environment, status, reason, rps, cap, secret_required, origins, agents, ips, contracts,
      methods, deleted_at, team_suspension, plan_rps) = row  # fmt: skip
-    plan_rps = plan_rps or default_plan_rps  # a team without a billing account is on Free
+    plan_rps = plan_rps or default_plan_rps  # a team its plan set no limit for is on the default (Free's)
     rps = min(rps, plan_rps) if rps else plan_rps  # never above the plan, whatever was stored before a downgrade
     if deleted_at is not None:
         effective = Status("deleted")
@@ -159,11 +167,9 @@ def _key_record(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
     }
 
 
-def _free_plan_rps() -> int:
-    from billing.models import Plan
-    from billing.selectors import FREE
-
-    return Plan.objects.filter(slug=FREE).values_list("rate_limit_rps", flat=True).first() or 1
+def _default_plan_rps() -> int:
+    default = PlanLimit.objects.filter(team__isnull=True).values_list("rate_limit_rps", flat=True).first()
+    return default or DEFAULT_RATE_LIMIT_RPS
 
 
 def _endpoints(filter_: Q) -> list[dict[str, Any]]:
@@ -173,7 +179,7 @@ def _endpoints(filter_: Q) -> list[dict[str, Any]]:
         .values_list(*_ENDPOINT_FIELDS, "service_ids")
         .order_by()
     )
-    default_rps = _free_plan_rps()
+    default_rps = _default_plan_rps()
     return [_endpoint_record(row[:-1], sorted(s for s in row[-1] if s), default_rps) for row in rows]
 
 

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Team, User
@@ -153,6 +154,32 @@ class TeamSuspension(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team}: {self.reason}"
+
+
+# A team billing never set a limit for, before any default is recorded: the Free plan's (billing's catalog seeds the
+# default row with its plan's value).
+DEFAULT_RATE_LIMIT_RPS = 25
+
+
+class PlanLimit(models.Model):
+    """What a team's plan lets its endpoints do at the gateway: the rate limit when an endpoint sets none, and the most
+    it may set. Billing owns the plans and writes these (endpoints.services.plan_limit_set); the config feed and the
+    endpoint checks read them. The row without a team is the default, for teams on no plan (Free)."""
+
+    team = models.OneToOneField(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="plan_limit")
+    rate_limit_rps = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [  # one default row at most
+            models.UniqueConstraint(Coalesce("team", models.Value(0)), name="endpoints_plan_limit_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team or 'default'}: {self.rate_limit_rps} rps"
+
+
+GATEWAY_CREDENTIAL_PREFIX = "ggw_"
 
 
 class GatewayCredential(models.Model):

@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import Team, User
-from accounts.services import audit_record, sha256_hex, user_email_verified
+from accounts.services import audit_record, user_email_verified
 from endpoints import keys as key_format
 from endpoints.models import (
+    DEFAULT_RATE_LIMIT_RPS,
+    GATEWAY_CREDENTIAL_PREFIX,
     ApiKey,
     ConfigChange,
     Endpoint,
     EndpointStatus,
     Environment,
     GatewayCredential,
+    PlanLimit,
     Service,
     ServiceStatus,
     TeamSuspension,
 )
 from project.errors import ServiceError
+from project.secrets import prefixed_secret, sha256_hex
 
 # Any 64-bit number, shared by every writer of the change log.
 CONFIG_FEED_LOCK = 0x67617465_66656564  # "gatefeed"
-GATEWAY_CREDENTIAL_PREFIX = "ggw_"
 ROTATION_OVERLAPS: dict[str, timedelta] = {
     "none": timedelta(0),
     "1h": timedelta(hours=1),
@@ -217,9 +220,8 @@ def endpoint_update(
 
 def plan_rate_limit(team: Team) -> int:
     """The most requests per second the team's plan allows an endpoint (and its limit when the endpoint sets none)."""
-    from billing.selectors import plan_of
-
-    return plan_of(team=team).rate_limit_rps
+    limits = PlanLimit.objects.filter(Q(team=team) | Q(team__isnull=True)).order_by(F("team").asc(nulls_last=True))
+    return limits.values_list("rate_limit_rps", flat=True).first() or DEFAULT_RATE_LIMIT_RPS
 
 
 def _check_rate_limit(team: Team, rps: int) -> None:
@@ -233,10 +235,21 @@ def _check_rate_limit(team: Team, rps: int) -> None:
         )
 
 
-def team_limits_changed(*, team: Team) -> None:
-    """The team's plan changed what the gateway enforces (its rate limit): republish its endpoints in the feed."""
-    endpoints = list(Endpoint.objects.filter(team=team).live())
-    config_change_record(endpoints=endpoints)
+def plan_limit_set(*, team: Team | None, rate_limit_rps: int) -> None:
+    """Billing says what the team's plan allows (team None: the default, for teams on no plan). When it changes, the
+    endpoints it governs are republished in the config feed, so the gateway enforces the new limit."""
+    with transaction.atomic():
+        current = PlanLimit.objects.select_for_update().filter(team=team).first()
+        if current is not None and current.rate_limit_rps == rate_limit_rps:
+            return
+        if current is None:
+            PlanLimit.objects.create(team=team, rate_limit_rps=rate_limit_rps)
+        else:
+            PlanLimit.objects.filter(pk=current.pk).update(rate_limit_rps=rate_limit_rps)
+        governed = (
+            Endpoint.objects.filter(team=team) if team else Endpoint.objects.filter(team__plan_limit__isnull=True)
+        )
+        config_change_record(endpoints=list(governed.live()))
 
 
 def endpoint_set_paused(
@@ -519,8 +532,7 @@ def gateway_credential_create(*, name: str, actor: User | None = None) -> tuple[
     name = name.strip()
     if not name:
         raise ServiceError("name_required", "Name the gateway (e.g. eu-west-1).", field="name")
-    public_part = secrets.token_hex(4)
-    secret = f"{GATEWAY_CREDENTIAL_PREFIX}{public_part}_{secrets.token_urlsafe(32)}"
+    secret, public_part = prefixed_secret(GATEWAY_CREDENTIAL_PREFIX)
     try:
         with transaction.atomic():
             credential = GatewayCredential.objects.create(
@@ -554,11 +566,3 @@ def gateway_credential_revoke(*, credential: GatewayCredential, actor: User | No
     )
     if updated:
         audit_record(action="gateway_credential.revoked", actor=actor, target=credential)
-
-
-def gateway_credential_touch(*, credential: GatewayCredential) -> None:
-    """Record that the gateway was seen, at most once a minute (a single UPDATE)."""
-    now = timezone.now()
-    if credential.last_seen_at is None or now - credential.last_seen_at > timedelta(minutes=1):
-        GatewayCredential.objects.filter(pk=credential.pk).update(last_seen_at=now)
-        credential.last_seen_at = now

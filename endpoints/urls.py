@@ -6,7 +6,6 @@ team = "t/<slug:team_slug>/"
 endpoint = team + "endpoints/<str:endpoint_id>/"
 
 urlpatterns = [
-    path(team + "endpoints/", views.endpoint_list, name="endpoint_list"),
     path(team + "endpoints/new/", views.endpoint_create, name="endpoint_create"),
     path(endpoint, views.endpoint_detail, name="endpoint_detail"),
     path(endpoint + "keys/", views.endpoint_keys, name="endpoint_keys"),

@@ -50,18 +50,6 @@ def _render_tab(request: HttpRequest, template: str, context: dict[str, Any], st
 # --- list and create ------------------------------------------------------------------------
 
 
-@team_view(GET="endpoints.view")
-def endpoint_list(request: HttpRequest) -> HttpResponse:
-    from analytics.selectors import requests_per_endpoint
-
-    endpoints = list(selectors.endpoint_list(team=request.team))  # type: ignore[attr-defined]
-    usage = requests_per_endpoint(team=request.team)  # type: ignore[attr-defined]
-    for endpoint in endpoints:
-        endpoint.spark = usage.get(endpoint.pk, [])  # type: ignore[attr-defined]
-        endpoint.requests_24h = sum(endpoint.spark)  # type: ignore[attr-defined]
-    return render(request, "endpoints/endpoint_list.html", {"endpoints": endpoints})
-
-
 @team_view(GET="endpoints.manage", POST="endpoints.manage")
 def endpoint_create(request: HttpRequest) -> HttpResponse:
     form = EndpointCreateForm(request.POST or None)

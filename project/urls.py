@@ -16,7 +16,6 @@ handler404 = "project.views.page_not_found"
 handler500 = "project.views.server_error"
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),

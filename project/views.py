@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
 from django.utils.crypto import constant_time_compare
 from django.views import defaults as django_views
 from django.views.decorators.cache import never_cache
@@ -78,18 +77,3 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return _api_error(
         request, 500, "server_error", "Something went wrong on our side; it has been logged."
     ) or django_views.server_error(request)
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    """Signed in: the current team (or an invitation to create one). Signed out: what Gatehouse is."""
-    if request.user.is_authenticated:
-        from accounts.forms import TeamNameForm
-        from accounts.services import default_team_name
-        from accounts.views import current_team_slug
-
-        slug = current_team_slug(request)
-        if slug:
-            return redirect("team_home", team_slug=slug)
-        form = TeamNameForm(initial={"name": default_team_name(request.user)})  # type: ignore[arg-type]
-        return render(request, "home.html", {"form": form})
-    return render(request, "home.html")

@@ -48,11 +48,14 @@ def _service_catalog(request, django_db_blocker):  # type: ignore[no-untyped-def
     request.getfixturevalue("django_db_setup")  # the test database, never the real one
     from billing.catalog import plans_sync
     from billing.models import Plan, PlanVersion
+    from endpoints.models import PlanLimit
     from endpoints.services import service_catalog_sync
 
     with django_db_blocker.unblock():
         service_catalog_sync()
         plans_sync(Plan, PlanVersion)
+        free = Plan.objects.get(slug="free")
+        PlanLimit.objects.get_or_create(team=None, defaults={"rate_limit_rps": free.rate_limit_rps})
 
 
 @pytest.fixture

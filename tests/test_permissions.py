@@ -208,7 +208,7 @@ def test_anonymous_visitors_are_sent_to_sign_in(client, team_a):
 @pytest.mark.django_db
 def test_unlisted_methods_are_405(client_for, owner_a, team_a):
     client = client_for(owner_a)
-    assert client.get(f"/t/{team_a.slug}/settings/delete").status_code == 405
+    assert client.put(f"/t/{team_a.slug}/settings/delete").status_code == 405
     assert client.delete(f"/t/{team_a.slug}/members/").status_code == 405
 
 

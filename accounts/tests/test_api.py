@@ -8,7 +8,8 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Invitation, ManagementToken, Membership, Role
-from accounts.services import management_token_create, management_token_revoke, sha256_hex
+from accounts.services import management_token_create, management_token_revoke
+from project.secrets import sha256_hex
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

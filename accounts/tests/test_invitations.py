@@ -7,8 +7,9 @@ from django.core import mail
 from django.utils import timezone
 
 from accounts.models import AuditEvent, Invitation, Membership, Role, User
-from accounts.services import invitation_accept, invitation_create, invitation_resend, invitation_revoke, sha256_hex
+from accounts.services import invitation_accept, invitation_create, invitation_resend, invitation_revoke
 from project.errors import ServiceError
+from project.secrets import sha256_hex
 
 pytestmark = pytest.mark.django_db(transaction=True)  # invitations email on commit
 

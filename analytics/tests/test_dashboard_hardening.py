@@ -95,10 +95,12 @@ def test_gateway_units_and_billable_units_are_named_apart(client_for, owner_a, t
     records += [usage.record(20 + n, status=502, error_class="upstream", units=30) for n in range(5)]
     assert usage.post(records).status_code == 202
     aggregate()
-    html = client_for(owner_a).get(f"/t/{team_a.slug}/usage/panels/cards", {"range": "1h"}).content.decode()
+    client = client_for(owner_a)
+    html = client.get(f"/t/{team_a.slug}/usage/panels/cards", {"range": "1h"}).content.decode()
+    cost_card = client.get(f"/t/{team_a.slug}/billing/cost-card").content.decode()  # loaded beside the cards
     billable = cost_to_date(team=team_a).rating.units
     assert billable == 10 * 26  # successful relays at the catalog's compute units
     assert "Gateway units" in html
     assert ">450<" in html  # 15 × 30 as the gateway reported them
-    assert f"{billable} billable units" in html
-    assert ">Units<" not in html  # no unqualified "units" beside the cost
+    assert f"{billable} billable units" in cost_card
+    assert ">Units<" not in html + cost_card  # no unqualified "units" beside the cost

@@ -305,8 +305,8 @@ def test_the_size_cap_counts_every_member(usage):
 
 
 def test_records_of_a_deleted_teams_key_are_quarantined_and_the_rest_of_the_batch_is_stored(usage, team_b, outsider_b):
-    from accounts.services import team_delete
     from analytics.models import QuarantinedRecord
+    from billing.services import team_delete
     from endpoints.services import api_key_create, endpoint_create
 
     endpoint_b = endpoint_create(team=team_b, name="B", services=["eth-mainnet"], actor=outsider_b)

@@ -54,20 +54,24 @@ def test_the_billing_page_shows_cost_to_date_and_the_dashboard_card_agrees(clien
     assert "Pay as you go monthly fee" in page
     for line in cost.rating.lines:
         assert line.name in page
-    card = client.get(f"/t/{team_a.slug}/usage/panels/cards", {"range": "24h"}).content.decode()
+    cards = client.get(f"/t/{team_a.slug}/usage/panels/cards", {"range": "24h"}).content.decode()
+    assert f'hx-get="/t/{team_a.slug}/billing/cost-card"' in cards  # the dashboard loads billing's own card
+    card = client.get(f"/t/{team_a.slug}/billing/cost-card").content.decode()
     assert f'data-testid="cost-card">{usd(cost.total)}<' in card
 
 
 def test_money_is_for_owners_admins_and_finance_only(client_for, member_of, team_a, priced_usage):
     finance = client_for(member_of("finance"))
     assert finance.get(f"/t/{team_a.slug}/billing/").status_code == 200
-    assert 'data-testid="cost-card"' in finance.get(f"/t/{team_a.slug}/usage/panels/cards").content.decode()
+    assert "billing/cost-card" in finance.get(f"/t/{team_a.slug}/usage/panels/cards").content.decode()
+    assert 'data-testid="cost-card"' in finance.get(f"/t/{team_a.slug}/billing/cost-card").content.decode()
     assert finance.get(f"/t/{team_a.slug}/endpoints/").status_code == 403  # and nothing about keys
     for role in ("developer", "viewer"):
         client = client_for(member_of(role))
         assert client.get(f"/t/{team_a.slug}/billing/").status_code == 403
         assert client.get(f"/t/{team_a.slug}/billing/invoices/").status_code == 403
-        assert 'data-testid="cost-card"' not in client.get(f"/t/{team_a.slug}/usage/panels/cards").content.decode()
+        assert "billing/cost-card" not in client.get(f"/t/{team_a.slug}/usage/panels/cards").content.decode()
+        assert client.get(f"/t/{team_a.slug}/billing/cost-card").status_code == 403
         assert "Billing</a>" not in client.get(f"/t/{team_a.slug}/").content.decode()
 
 

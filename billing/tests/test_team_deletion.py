@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import AuditEvent, ManagementToken, Membership, Role, Team
-from accounts.services import invitation_create, management_token_create, team_delete
+from accounts.services import invitation_create, management_token_create
 from billing.models import BillingAccount, Invoice, MeterReport, Plan
-from billing.services import account_ensure
+from billing.services import account_ensure, team_delete
 from endpoints.models import ApiKey, Endpoint
 from endpoints.services import api_key_create, endpoint_create
 from project.errors import ServiceError
@@ -123,8 +123,8 @@ def test_an_invoice_that_is_not_final_or_not_paid_keeps_the_team(team_a, owner_a
         team_delete(team=team_a, actor=owner_a, confirmation=team_a.slug)
     assert (refused.value.code, refused.value.status) == (code, 409)
     assert Team.objects.get(pk=team_a.pk).deleted_at is None
-    page = client_for(owner_a).get(f"/t/{team_a.slug}/settings/").content.decode()
-    assert "Delete this team" not in page
+    page = client_for(owner_a).get(f"/t/{team_a.slug}/settings/delete").content.decode()
+    assert "Delete this team</button>" not in page
     assert ("is still a draft" if code == "invoice_not_final" else "unpaid invoice") in page
 
 

@@ -11,7 +11,8 @@ from django.db import connection, connections, transaction
 from django.test import Client
 from django.utils import timezone
 
-from accounts.services import management_token_create, team_delete
+from accounts.services import management_token_create
+from billing.services import team_delete
 from endpoints import keys as key_format
 from endpoints.models import ConfigChange, ConfigFeedHorizon, GatewayCredential
 from endpoints.services import (

@@ -8,10 +8,10 @@ from django.test import Client
 
 from accounts.services import management_token_create
 from billing.models import BillingAccount, Plan
-from billing.services import account_ensure
+from billing.services import account_ensure, plan_assign, plan_limits_everywhere
 from endpoints import feed
-from endpoints.models import Endpoint
-from endpoints.services import endpoint_create, endpoint_update, team_limits_changed
+from endpoints.models import Endpoint, PlanLimit
+from endpoints.services import endpoint_create, endpoint_update
 from project.errors import ServiceError
 
 pytestmark = pytest.mark.django_db
@@ -61,13 +61,11 @@ def test_the_api_refuses_it_too(endpoint, owner_a, team_a):
 
 def test_the_feed_publishes_the_plan_limit_when_none_is_set_and_caps_after_a_downgrade(endpoint, owner_a, team_a):
     assert published_rps(endpoint) == 25  # Free, no limit set: the plan's
-    account = account_ensure(team=team_a)
-    BillingAccount.objects.filter(pk=account.pk).update(plan=Plan.objects.get(slug="growth"))
+    plan_assign(team=team_a, plan=Plan.objects.get(slug="growth"))
     endpoint_update(endpoint=endpoint, actor=owner_a, rate_limit_rps=800)
     assert published_rps(endpoint) == 800
-    BillingAccount.objects.filter(pk=account.pk).update(plan=Plan.objects.get(slug="free"))
     cursor = feed.snapshot()["cursor"]
-    team_limits_changed(team=team_a)
+    plan_assign(team=team_a, plan=Plan.objects.get(slug="free"))
     assert published_rps(endpoint) == 25  # stored 800, but the plan allows 25
     changes = feed.changes(since=int(cursor))["changes"]
     assert [(c["type"], c["endpoint"]["rate_limit_rps"]) for c in changes] == [("endpoint", 25)]
@@ -87,3 +85,21 @@ def test_a_plan_change_from_stripe_republishes_the_teams_endpoints(
     deliver(event)
     changes = feed.changes(since=int(cursor))["changes"]
     assert [(c["type"], c["endpoint"]["rate_limit_rps"]) for c in changes] == [("endpoint", 1_000)]
+
+
+def test_a_new_rate_limit_on_a_plan_reaches_every_team_on_it_and_teams_on_no_plan(endpoint, team_a, team_b, outsider_b):
+    """The operator raises Free's limit in the admin: teams with no plan of their own get it through the default."""
+    other = endpoint_create(team=team_b, name="B", services=["eth-mainnet"], actor=outsider_b)
+    plan_assign(team=team_a, plan=Plan.objects.get(slug="growth"))
+    free = Plan.objects.get(slug="free")
+    free.rate_limit_rps = 40
+    free.save()
+    cursor = feed.snapshot()["cursor"]
+    plan_limits_everywhere(plan=free)
+    assert published_rps(other) == 40  # team B: no billing account, on the default
+    assert published_rps(endpoint) == 1_000  # team A is on Growth
+    changes = feed.changes(since=int(cursor))["changes"]
+    assert [c["endpoint"]["endpoint_id"] for c in changes] == [other.public_id]
+    assert PlanLimit.objects.get(team__isnull=True).rate_limit_rps == 40
+    assert BillingAccount.objects.get(team=team_a).plan_id == "growth"
+    assert account_ensure(team=team_a).plan_id == "growth"

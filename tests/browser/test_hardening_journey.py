@@ -44,6 +44,9 @@ def test_deleted_team_keeps_its_invoices_for_finance_and_the_operator_sees_the_q
     owner_tab.visit(f"/t/{team.slug}/settings/", "settings-delete-section")
     page = owner_tab.page
     expect(page.get_by_text("Invoices are kept")).to_be_visible()
+    page.get_by_role("button", name="Delete this team…").click()  # a page that says what happens, then confirm
+    expect(page.get_by_role("heading", name=f"Delete {team.name}")).to_be_visible()
+    owner_tab.snap("delete-confirmation")
     page.get_by_label(f"Type {team.slug} to confirm").fill(team.slug)
     page.get_by_role("button", name="Delete this team").click()
     expect(page.get_by_text("Deleted Closing Co.")).to_be_visible()

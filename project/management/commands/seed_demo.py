@@ -9,7 +9,7 @@ from accounts.models import Membership, Role, Team, User
 from accounts.services import team_create, user_create
 from billing import rating
 from billing.models import Invoice, InvoiceLine, Plan, SubscriptionStatus
-from billing.services import account_ensure
+from billing.services import account_ensure, plan_limits_publish
 from endpoints.models import Endpoint
 from endpoints.services import api_key_create, endpoint_create, endpoint_update
 from project.demo import DEMO_EMAIL, DEMO_ENDPOINTS, DEMO_NAME, DEMO_PASSWORD, DEMO_TEAM_NAME, DEMO_TEAMMATES
@@ -55,8 +55,9 @@ class Command(BaseCommand):
         one open invoice with payment terms. Without Stripe they have no hosted pages; their amounts are the
         Growth fee, which is what the usage ledger rates those months at (the simulator's history is newer)."""
         account = account_ensure(team=team)
-        if account.plan_id != "growth":
+        if account.plan_id != "growth":  # on Growth since always (no plan history): its past invoices are Growth's
             account.plan = Plan.objects.get(slug="growth")
+            plan_limits_publish(team=team, plan=account.plan)
             account.subscription_status = SubscriptionStatus.ACTIVE
             account.card_brand, account.card_last4, account.card_exp_month, account.card_exp_year = (
                 "visa",
