@@ -34,14 +34,14 @@ class AccountAdapter(DefaultAccountAdapter):
         token = request.session.pop(INVITATION_SESSION_KEY, None)
         if token:
             try:
-                membership = services.invitation_accept(token=token, user=user, request=request)
+                membership = services.invitation_accept(token=token, user=user)
             except ServiceError as error:
                 messages.warning(request, f"{error.message} We created a team of your own instead.")
             else:
                 request.session[LANDING_SESSION_KEY] = membership.team.slug
                 messages.success(request, f"Welcome to {membership.team.name}.")
                 return user
-        team = services.team_create(name=services.default_team_name(user), owner=user, request=request)
+        team = services.team_create(name=services.default_team_name(user), owner=user)
         request.session[LANDING_SESSION_KEY] = team.slug
         return user
 
@@ -52,7 +52,7 @@ class AccountAdapter(DefaultAccountAdapter):
         return super().get_signup_redirect_url(request)
 
     def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> Any:
-        services.audit_record(action="auth.login", actor=user, request=request)
+        services.audit_record(action="auth.login", actor=user)
         return super().post_login(request, user, **kwargs)
 
     def pre_authenticate(self, request: HttpRequest, **credentials: Any) -> None:
@@ -62,7 +62,7 @@ class AccountAdapter(DefaultAccountAdapter):
             attempted = (credentials.get("email") or "")[:254]
             user = User.objects.filter(email__iexact=attempted).first() if attempted else None
             services.audit_record(
-                action="auth.login_throttled", actor=user, actor_email=attempted, target_repr=attempted, request=request
+                action="auth.login_throttled", actor=user, actor_email=attempted, target_repr=attempted
             )
             raise
 
@@ -71,11 +71,9 @@ class AccountAdapter(DefaultAccountAdapter):
         # Recorded against the account when it exists, so its owner sees it in their security log;
         # the sign-in page says the same thing either way.
         user = User.objects.filter(email__iexact=attempted).first() if attempted else None
-        services.audit_record(
-            action="auth.login_failed", actor=user, actor_email=attempted, target_repr=attempted, request=request
-        )
+        services.audit_record(action="auth.login_failed", actor=user, actor_email=attempted, target_repr=attempted)
 
     def logout(self, request: HttpRequest) -> None:
         if request.user.is_authenticated:
-            services.audit_record(action="auth.logout", actor=request.user, request=request)
+            services.audit_record(action="auth.logout", actor=request.user)
         super().logout(request)

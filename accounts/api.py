@@ -70,9 +70,7 @@ class TeamDetailAPI(TeamAPIView):
         data = self.TeamRenameInput(data=request.data)
         data.is_valid(raise_exception=True)
         actor = acting_membership(request)
-        team = services.team_rename(
-            team=request.team, name=data.validated_data["name"], actor=actor.user, request=request
-        )  # type: ignore[attr-defined]
+        team = services.team_rename(team=request.team, name=data.validated_data["name"], actor=actor.user)  # type: ignore[attr-defined]
         return Response(TeamOutput(team).data)
 
 
@@ -113,15 +111,13 @@ class MemberDetailAPI(TeamAPIView):
         data = self.MemberRoleInput(data=request.data)
         data.is_valid(raise_exception=True)
         member = services.member_change_role(
-            membership=member, role=data.validated_data["role"], actor=acting_membership(request), request=request
+            membership=member, role=data.validated_data["role"], actor=acting_membership(request)
         )
         return Response(MemberOutput(member).data)
 
     @extend_schema(responses={204: None, 403: ErrorSerializer}, summary="Remove a member")
     def delete(self, request: Request, team_slug: str, membership_id: int) -> Response:
-        services.member_remove(
-            membership=self._member(request, membership_id), actor=acting_membership(request), request=request
-        )
+        services.member_remove(membership=self._member(request, membership_id), actor=acting_membership(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -160,7 +156,6 @@ class InvitationListAPI(TeamAPIView):
             email=data.validated_data["email"],
             role=data.validated_data["role"],
             invited_by=acting_membership(request),
-            request=request,
         )
         return Response(InvitationOutput(invitation).data, status=status.HTTP_201_CREATED)
 
@@ -178,7 +173,7 @@ class InvitationDetailAPI(TeamAPIView):
     @extend_schema(responses={204: None, 409: ErrorSerializer}, summary="Revoke an invitation")
     def delete(self, request: Request, team_slug: str, invitation_id: int) -> Response:
         invitation = self._invitation(request, invitation_id)
-        services.invitation_revoke(invitation=invitation, actor=acting_membership(request), request=request)
+        services.invitation_revoke(invitation=invitation, actor=acting_membership(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -197,6 +192,6 @@ class InvitationResendAPI(TeamAPIView):
         invitation = get_object_or_404_api(
             lambda: selectors.invitation_get(team=request.team, invitation_id=invitation_id)
         )  # type: ignore[attr-defined]
-        services.invitation_resend(invitation=invitation, actor=acting_membership(request), request=request)
+        services.invitation_resend(invitation=invitation, actor=acting_membership(request))
         invitation.refresh_from_db()
         return Response(InvitationOutput(invitation).data)

@@ -27,7 +27,7 @@ def _record(action: str) -> Any:
         authenticator = kwargs.get("authenticator")
         if authenticator is not None:
             after = {"type": authenticator.type}
-        audit_record(action=action, actor=user, request=request, before=before, after=after)
+        audit_record(action=action, actor=user, before=before, after=after)
 
     handler.__name__ = f"audit_{action.replace('.', '_')}"
     return handler

@@ -11,7 +11,6 @@ from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -28,8 +27,8 @@ from accounts.models import (
     User,
 )
 from accounts.permissions import CLOSED_TEAM_ROLES, can, can_grant, user_has_mfa
+from project import audit
 from project.errors import ServiceError
-from project.http import client_ip
 from project.params import is_time_zone
 from project.secrets import prefixed_secret, sha256_hex
 
@@ -53,12 +52,12 @@ def audit_record(
     target: Any = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
-    request: HttpRequest | None = None,
     actor_email: str = "",
     target_repr: str = "",
 ) -> AuditEvent:
-    """Append one event to the audit log (actor, team, target, IP, time, before/after)."""
-    user_agent = request.META.get("HTTP_USER_AGENT", "")[:254] if request is not None else ""
+    """Append one event to the audit log (actor, team, target, time, before/after; the client's address and user
+    agent come from the request's audit context)."""
+    origin = audit.current()
     return AuditEvent.objects.create(
         team=team,
         team_name=team.name if team else "",
@@ -68,8 +67,8 @@ def audit_record(
         target_type=target._meta.label_lower if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
         target_repr=(target_repr or (str(target) if target is not None else ""))[:254],
-        ip=client_ip(request),
-        user_agent=user_agent,
+        ip=origin.ip,
+        user_agent=origin.user_agent,
         before=before,
         after=after,
     )
@@ -115,19 +114,19 @@ def default_team_name(user: User) -> str:
 
 
 @transaction.atomic
-def team_create(*, name: str, owner: User, request: HttpRequest | None = None) -> Team:
+def team_create(*, name: str, owner: User) -> Team:
     """Create a team with `owner` as its one owner."""
     name = name.strip()
     if not name:
         raise ServiceError("name_required", "Give the team a name.", field="name")
     team = Team.objects.create(name=name[:80], slug=_unique_slug(name))
     Membership.objects.create(team=team, user=owner, role=Role.OWNER)
-    audit_record(action="team.created", actor=owner, team=team, target=team, after={"name": team.name}, request=request)
+    audit_record(action="team.created", actor=owner, team=team, target=team, after={"name": team.name})
     return team
 
 
 @transaction.atomic
-def team_rename(*, team: Team, name: str, actor: User, request: HttpRequest | None = None) -> Team:
+def team_rename(*, team: Team, name: str, actor: User) -> Team:
     name = name.strip()
     if not name:
         raise ServiceError("name_required", "Give the team a name.", field="name")
@@ -143,13 +142,12 @@ def team_rename(*, team: Team, name: str, actor: User, request: HttpRequest | No
         target=team,
         before={"name": before},
         after={"name": name},
-        request=request,
     )
     return team
 
 
 @transaction.atomic
-def team_set_require_mfa(*, team: Team, required: bool, actor: User, request: HttpRequest | None = None) -> Team:
+def team_set_require_mfa(*, team: Team, required: bool, actor: User) -> Team:
     if required and not user_has_mfa(actor):
         raise ServiceError(
             "mfa_required_for_owner",
@@ -167,12 +165,11 @@ def team_set_require_mfa(*, team: Team, required: bool, actor: User, request: Ht
         target=team,
         before={"require_mfa": not required},
         after={"require_mfa": required},
-        request=request,
     )
     return team
 
 
-def team_close(*, team: Team, actor: User, request: HttpRequest | None = None) -> bool:
+def team_close(*, team: Team, actor: User) -> bool:
     """The accounts side of deleting a team (billing.services.team_delete runs the whole of it): its tokens and
     invitations end, members who cannot see billing leave, and the team is marked closed. Inside the caller's
     transaction; False if it was closed already."""
@@ -186,10 +183,9 @@ def team_close(*, team: Team, actor: User, request: HttpRequest | None = None) -
         team=team,
         target=team,
         before={"name": team.name, "slug": team.slug},
-        request=request,
     )
     for token in ManagementToken.objects.filter(team=team, revoked_at__isnull=True):
-        management_token_revoke(token=token, actor=actor, request=request, reason="The team was deleted.")
+        management_token_revoke(token=token, actor=actor, reason="The team was deleted.")
     Invitation.objects.filter(team=team, accepted_at__isnull=True, revoked_at__isnull=True).update(revoked_at=now)
     Membership.objects.filter(team=team).exclude(role__in=CLOSED_TEAM_ROLES).delete()
     team.deleted_at = now
@@ -198,7 +194,7 @@ def team_close(*, team: Team, actor: User, request: HttpRequest | None = None) -
 
 
 @transaction.atomic
-def ownership_transfer(*, team: Team, new_owner: Membership, actor: User, request: HttpRequest | None = None) -> None:
+def ownership_transfer(*, team: Team, new_owner: Membership, actor: User) -> None:
     """Make another member the owner; the current owner becomes an admin. One owner at every moment."""
     current = Membership.objects.select_for_update().get(team=team, role=Role.OWNER)
     if current.user_id != actor.pk:
@@ -218,7 +214,6 @@ def ownership_transfer(*, team: Team, new_owner: Membership, actor: User, reques
         target=new_owner.user,
         before={"owner": actor.email, "new_owner_role": previous_role},
         after={"owner": new_owner.user.email, "previous_owner_role": Role.ADMIN},
-        request=request,
     )
     emails.role_changed(membership=new_owner, previous_role=previous_role)
 
@@ -233,9 +228,7 @@ def _lock_member(membership: Membership, actor: Membership | None = None) -> Mem
 
 
 @transaction.atomic
-def member_change_role(
-    *, membership: Membership, role: str, actor: Membership, request: HttpRequest | None = None
-) -> Membership:
+def member_change_role(*, membership: Membership, role: str, actor: Membership) -> Membership:
     """Change a member's role. Nobody grants above their own role; the owner's role changes only by transfer."""
     membership = _lock_member(membership, actor)
     if role not in Role.values:
@@ -258,14 +251,13 @@ def member_change_role(
         target=membership.user,
         before={"role": previous},
         after={"role": role},
-        request=request,
     )
     emails.role_changed(membership=membership, previous_role=previous)
     return membership
 
 
 @transaction.atomic
-def member_remove(*, membership: Membership, actor: Membership, request: HttpRequest | None = None) -> None:
+def member_remove(*, membership: Membership, actor: Membership) -> None:
     """Remove a member; it takes effect on their next request (memberships are read on every request)."""
     membership = _lock_member(membership, actor)
     if membership.role == Role.OWNER:
@@ -282,16 +274,15 @@ def member_remove(*, membership: Membership, actor: Membership, request: HttpReq
         team=membership.team,
         target=membership.user,
         before={"role": membership.role},
-        request=request,
     )
-    _revoke_tokens_of(membership, reason="Its creator was removed from the team.", actor=actor.user, request=request)
+    _revoke_tokens_of(membership, reason="Its creator was removed from the team.", actor=actor.user)
     user, team = membership.user, membership.team
     membership.delete()
     emails.removed_from_team(user=user, team=team)
 
 
 @transaction.atomic
-def member_leave(*, membership: Membership, request: HttpRequest | None = None) -> None:
+def member_leave(*, membership: Membership) -> None:
     membership = _lock_member(membership)
     if membership.role == Role.OWNER:
         raise ServiceError("owner_must_transfer", "Transfer ownership to another member before leaving.", status=400)
@@ -301,9 +292,8 @@ def member_leave(*, membership: Membership, request: HttpRequest | None = None) 
         team=membership.team,
         target=membership.user,
         before={"role": membership.role},
-        request=request,
     )
-    _revoke_tokens_of(membership, reason="Its creator left the team.", actor=membership.user, request=request)
+    _revoke_tokens_of(membership, reason="Its creator left the team.", actor=membership.user)
     membership.delete()
 
 
@@ -339,9 +329,7 @@ def _check_may_send_invitation(*, team: Team, inviter: User, now: datetime) -> N
         )
 
 
-def invitation_create(
-    *, team: Team, email: str, role: str, invited_by: Membership, request: HttpRequest | None = None
-) -> tuple[Invitation, str]:
+def invitation_create(*, team: Team, email: str, role: str, invited_by: Membership) -> tuple[Invitation, str]:
     """Invite an email address with a role. Returns the invitation and its token (the only copy goes in the email).
 
     Needs a verified address, and is throttled per team and per inviter (INVITATIONS_PER_*)."""
@@ -380,7 +368,6 @@ def invitation_create(
                 team=team,
                 target=invitation,
                 after={"email": email, "role": role},
-                request=request,
             )
     except IntegrityError:
         raise ServiceError(
@@ -394,7 +381,7 @@ def invitation_create(
 
 
 @transaction.atomic
-def invitation_resend(*, invitation: Invitation, actor: Membership, request: HttpRequest | None = None) -> str:
+def invitation_resend(*, invitation: Invitation, actor: Membership) -> str:
     """Send the invitation again with a new link (the old one stops working) and a fresh 7-day expiry."""
     Team.objects.select_for_update().filter(pk=invitation.team_id).first()  # the team first, as invitation_create
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
@@ -415,15 +402,13 @@ def invitation_resend(*, invitation: Invitation, actor: Membership, request: Htt
     invitation.last_sent_at = now
     invitation.expires_at = now + INVITATION_LIFETIME
     invitation.save(update_fields=["token_hash", "last_sent_at", "expires_at"])
-    audit_record(
-        action="member.invitation_resent", actor=actor.user, team=invitation.team, target=invitation, request=request
-    )
+    audit_record(action="member.invitation_resent", actor=actor.user, team=invitation.team, target=invitation)
     transaction.on_commit(lambda: emails.invitation(invitation=invitation, token=token))
     return token
 
 
 @transaction.atomic
-def invitation_revoke(*, invitation: Invitation, actor: Membership, request: HttpRequest | None = None) -> None:
+def invitation_revoke(*, invitation: Invitation, actor: Membership) -> None:
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.status != "pending" and invitation.status != "expired":
         raise ServiceError("not_pending", f"This invitation was already {invitation.status}.", status=409)
@@ -435,7 +420,6 @@ def invitation_revoke(*, invitation: Invitation, actor: Membership, request: Htt
         team=invitation.team,
         target=invitation,
         before={"email": invitation.email, "role": invitation.role},
-        request=request,
     )
 
 
@@ -446,7 +430,7 @@ def invitation_by_token(token: str) -> Invitation | None:
 
 
 @transaction.atomic
-def invitation_accept(*, token: str, user: User, request: HttpRequest | None = None) -> Membership:
+def invitation_accept(*, token: str, user: User) -> Membership:
     """Accept an invitation: single use, unexpired, and only by the invited email address."""
     found = invitation_by_token(token)
     if found is None:
@@ -480,7 +464,6 @@ def invitation_accept(*, token: str, user: User, request: HttpRequest | None = N
             team=invitation.team,
             target=user,
             after={"role": membership.role, "invited_by": invitation.invited_by.email if invitation.invited_by else ""},
-            request=request,
         )
     return membership
 
@@ -495,7 +478,6 @@ def management_token_create(
     scopes: Iterable[str],
     actor: User,
     expires_at: datetime | None = None,
-    request: HttpRequest | None = None,
 ) -> tuple[ManagementToken, str]:
     """Create a token for the team API, acting for the actor's membership (never beyond its role, and revoked with
     it). Returns the token row and the secret, which is never stored."""
@@ -544,15 +526,12 @@ def management_token_create(
             team=team,
             target=token,
             after={"name": token.name, "scopes": scopes, "expires_at": expires_at.isoformat() if expires_at else None},
-            request=request,
         )
     return token, secret
 
 
 @transaction.atomic
-def management_token_revoke(
-    *, token: ManagementToken, actor: User | None, request: HttpRequest | None = None, reason: str = ""
-) -> None:
+def management_token_revoke(*, token: ManagementToken, actor: User | None, reason: str = "") -> None:
     token = ManagementToken.objects.select_for_update().get(pk=token.pk)
     if token.revoked_at is not None:
         return
@@ -565,11 +544,10 @@ def management_token_revoke(
         team=token.team,
         target=token,
         after={"reason": token.revoked_reason},
-        request=request,
     )
 
 
-def _revoke_tokens_of(membership: Membership, *, reason: str, actor: User, request: HttpRequest | None) -> None:
+def _revoke_tokens_of(membership: Membership, *, reason: str, actor: User) -> None:
     """A token never outlives its creator's membership (inside the transaction that ends the membership)."""
     for token in ManagementToken.objects.filter(membership=membership, revoked_at__isnull=True):
-        management_token_revoke(token=token, actor=actor, request=request, reason=reason)
+        management_token_revoke(token=token, actor=actor, reason=reason)

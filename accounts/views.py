@@ -47,7 +47,7 @@ def team_create(request: HttpRequest) -> HttpResponse:
     form = TeamNameForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            team = services.team_create(name=form.cleaned_data["name"], owner=request.user, request=request)
+            team = services.team_create(name=form.cleaned_data["name"], owner=request.user)
         except ServiceError as error:
             form.add_service_error(error)
         else:
@@ -79,7 +79,7 @@ def team_rename(request: HttpRequest) -> HttpResponse:
     form = TeamNameForm(request.POST)
     if form.is_valid():
         try:
-            services.team_rename(team=request.team, name=form.cleaned_data["name"], actor=request.user, request=request)  # type: ignore[attr-defined, arg-type]
+            services.team_rename(team=request.team, name=form.cleaned_data["name"], actor=request.user)  # type: ignore[attr-defined, arg-type]
         except ServiceError as error:
             form.add_service_error(error)
         else:
@@ -97,7 +97,6 @@ def team_security(request: HttpRequest) -> HttpResponse:
                 team=request.team,  # type: ignore[attr-defined]
                 required=form.cleaned_data["require_mfa"],
                 actor=request.user,  # type: ignore[arg-type]
-                request=request,
             )
         except ServiceError as error:
             form.add_service_error(error)
@@ -116,7 +115,6 @@ def team_transfer(request: HttpRequest) -> HttpResponse:
                 team=request.team,  # type: ignore[attr-defined]
                 new_owner=form.cleaned_data["member"],
                 actor=request.user,  # type: ignore[arg-type]
-                request=request,
             )
         except ServiceError as error:
             form.add_service_error(error)
@@ -130,7 +128,7 @@ def team_transfer(request: HttpRequest) -> HttpResponse:
 def team_leave(request: HttpRequest) -> HttpResponse:
     team = request.team  # type: ignore[attr-defined]
     try:
-        services.member_leave(membership=request.membership, request=request)  # type: ignore[attr-defined]
+        services.member_leave(membership=request.membership)  # type: ignore[attr-defined]
     except ServiceError as error:
         messages.error(request, error.message)
         return redirect(_team_url(request, "team_settings"))
@@ -177,7 +175,6 @@ def members(request: HttpRequest) -> HttpResponse:
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
                     invited_by=membership,
-                    request=request,
                 )
             except ServiceError as error:
                 form.add_service_error(error)
@@ -206,7 +203,6 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
                 membership=target,
                 role=form.cleaned_data["role"],
                 actor=request.membership,  # type: ignore[attr-defined]
-                request=request,
             )
         except ServiceError as error:
             error_message = error.message
@@ -226,7 +222,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
     target = _member_or_404(request, membership_id)
     try:
-        services.member_remove(membership=target, actor=request.membership, request=request)  # type: ignore[attr-defined]
+        services.member_remove(membership=target, actor=request.membership)  # type: ignore[attr-defined]
     except ServiceError as error:
         messages.error(request, error.message)
     else:
@@ -245,7 +241,7 @@ def _invitation_or_404(request: HttpRequest, invitation_id: int) -> Invitation:
 def invitation_resend(request: HttpRequest, invitation_id: int) -> HttpResponse:
     invitation = _invitation_or_404(request, invitation_id)
     try:
-        services.invitation_resend(invitation=invitation, actor=request.membership, request=request)  # type: ignore[attr-defined]
+        services.invitation_resend(invitation=invitation, actor=request.membership)  # type: ignore[attr-defined]
     except ServiceError as error:
         messages.error(request, error.message)
     else:
@@ -257,7 +253,7 @@ def invitation_resend(request: HttpRequest, invitation_id: int) -> HttpResponse:
 def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
     invitation = _invitation_or_404(request, invitation_id)
     try:
-        services.invitation_revoke(invitation=invitation, actor=request.membership, request=request)  # type: ignore[attr-defined]
+        services.invitation_revoke(invitation=invitation, actor=request.membership)  # type: ignore[attr-defined]
     except ServiceError as error:
         messages.error(request, error.message)
     else:
@@ -293,7 +289,7 @@ def invitation_detail(request: HttpRequest, token: str) -> HttpResponse:
 @require_POST
 def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     try:
-        membership = services.invitation_accept(token=token, user=request.user, request=request)  # type: ignore[arg-type]
+        membership = services.invitation_accept(token=token, user=request.user)  # type: ignore[arg-type]
     except ServiceError as error:
         messages.error(request, error.message)
         return redirect("invitation_detail", token=token) if error.code == "wrong_email" else redirect("home")
@@ -402,7 +398,6 @@ def tokens(request: HttpRequest) -> HttpResponse:
                     scopes=form.cleaned_data["scopes"],
                     expires_at=form.expires_at(),
                     actor=request.user,  # type: ignore[arg-type]
-                    request=request,
                 )
             except ServiceError as error:
                 form.add_service_error(error)
@@ -422,7 +417,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     from accounts.models import ManagementToken
 
     token = get_object_or_404(ManagementToken, team=request.team, pk=token_id)  # type: ignore[attr-defined]
-    services.management_token_revoke(token=token, actor=request.user, request=request)  # type: ignore[arg-type]
+    services.management_token_revoke(token=token, actor=request.user)  # type: ignore[arg-type]
     messages.success(request, f"Revoked {token.name}.")
     return redirect(_team_url(request, "tokens"))
 

@@ -96,8 +96,7 @@ def team_delete(request: HttpRequest) -> HttpResponse:
     form = DeleteTeamForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.team_delete(team=team, actor=request.user, confirmation=form.cleaned_data["confirmation"],
-                                 request=request)  # type: ignore[arg-type]  # fmt: skip
+            services.team_delete(team=team, actor=request.user, confirmation=form.cleaned_data["confirmation"])  # type: ignore[arg-type]  # fmt: skip
         except ServiceError as error:
             form.add_service_error(error)
         else:

@@ -145,7 +145,7 @@ class EndpointListAPI(TeamAPIView):
         data = self.EndpointCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         endpoint = services.endpoint_create(
-            team=request.team, actor=acting_membership(request).user, request=request, **data.validated_data
+            team=request.team, actor=acting_membership(request).user, **data.validated_data
         )  # type: ignore[attr-defined]
         return Response(EndpointOutput(endpoint).data, status=status.HTTP_201_CREATED)
 
@@ -190,18 +190,14 @@ class EndpointDetailAPI(TeamAPIView):
             )
             changes.update(_clean_allowlists(allowlists, enabled))
         actor = acting_membership(request).user
-        endpoint = services.endpoint_update(
-            endpoint=endpoint, actor=actor, services=service_ids, request=request, **changes
-        )
+        endpoint = services.endpoint_update(endpoint=endpoint, actor=actor, services=service_ids, **changes)
         if paused is not None and (paused != (endpoint.status == "paused")):
-            endpoint = services.endpoint_set_paused(endpoint=endpoint, paused=paused, actor=actor, request=request)
+            endpoint = services.endpoint_set_paused(endpoint=endpoint, paused=paused, actor=actor)
         return Response(EndpointOutput(selectors.endpoint_get(team=request.team, public_id=endpoint.public_id)).data)  # type: ignore[attr-defined]
 
     @extend_schema(responses={204: None}, summary="Delete an endpoint (its keys stop working at once)")
     def delete(self, request: Request, team_slug: str, endpoint_id: str) -> Response:
-        services.endpoint_delete(
-            endpoint=self._endpoint(request, endpoint_id), actor=acting_membership(request).user, request=request
-        )
+        services.endpoint_delete(endpoint=self._endpoint(request, endpoint_id), actor=acting_membership(request).user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -261,7 +257,7 @@ class KeyListAPI(TeamAPIView):
         actor = acting_membership(request).user
         if actor is None:
             raise ServiceError("no_actor", "This token's creator no longer exists; create a new token.", status=403)
-        key, secret = services.api_key_create(endpoint=endpoint, actor=actor, request=request, **data.validated_data)
+        key, secret = services.api_key_create(endpoint=endpoint, actor=actor, **data.validated_data)
         return Response(_key_output(request, key, secret), status=status.HTTP_201_CREATED)
 
 
@@ -290,9 +286,7 @@ class KeyDetailAPI(TeamAPIView):
         key = _key(request, key_id)
         data = self.KeyUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        key = services.api_key_update(
-            key=key, actor=acting_membership(request).user, request=request, **data.validated_data
-        )
+        key = services.api_key_update(key=key, actor=acting_membership(request).user, **data.validated_data)
         return Response(_key_output(request, key))
 
 
@@ -314,9 +308,7 @@ class KeyRotateAPI(TeamAPIView):
         actor = acting_membership(request).user
         if actor is None:
             raise ServiceError("no_actor", "This token's creator no longer exists; create a new token.", status=403)
-        new, secret = services.api_key_rotate(
-            key=key, overlap=data.validated_data["overlap"], actor=actor, request=request
-        )
+        new, secret = services.api_key_rotate(key=key, overlap=data.validated_data["overlap"], actor=actor)
         return Response(_key_output(request, new, secret), status=status.HTTP_201_CREATED)
 
 
@@ -325,7 +317,7 @@ class KeyRevokeAPI(TeamAPIView):
 
     @extend_schema(request=None, responses={200: KeyOutput}, summary="Revoke a key now")
     def post(self, request: Request, team_slug: str, key_id: str) -> Response:
-        key = services.api_key_revoke(key=_key(request, key_id), actor=acting_membership(request).user, request=request)
+        key = services.api_key_revoke(key=_key(request, key_id), actor=acting_membership(request).user)
         return Response(_key_output(request, key))
 
 

@@ -9,7 +9,6 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
-from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import Team, User
@@ -125,7 +124,6 @@ def endpoint_create(
     services: Iterable[str],
     environment: str = Environment.PRODUCTION,
     description: str = "",
-    request: HttpRequest | None = None,
 ) -> Endpoint:
     """Create an endpoint (a team's app) with the services it may call."""
     name = name.strip()
@@ -157,7 +155,6 @@ def endpoint_create(
         team=team,
         target=endpoint,
         after={"name": endpoint.name, "environment": environment, "services": sorted(s.id for s in chosen)},
-        request=request,
     )
     config_change_record(endpoints=[endpoint])
     return endpoint
@@ -169,7 +166,6 @@ def endpoint_update(
     endpoint: Endpoint,
     actor: User,
     services: Iterable[str] | None = None,
-    request: HttpRequest | None = None,
     **changes: Any,
 ) -> Endpoint:
     """Change an endpoint's settings, limits or allowlists (already validated by the caller's form)."""
@@ -211,7 +207,6 @@ def endpoint_update(
         target=endpoint,
         before=audit_before,
         after=audit_after,
-        request=request,
     )
     if changed & set(ENFORCED_FIELDS) or after_services != before_services:
         config_change_record(endpoints=[endpoint], keys=_keys_that_matter([endpoint]))
@@ -252,9 +247,7 @@ def plan_limit_set(*, team: Team | None, rate_limit_rps: int) -> None:
         config_change_record(endpoints=list(governed.live()))
 
 
-def endpoint_set_paused(
-    *, endpoint: Endpoint, paused: bool, actor: User, request: HttpRequest | None = None
-) -> Endpoint:
+def endpoint_set_paused(*, endpoint: Endpoint, paused: bool, actor: User) -> Endpoint:
     """The team pauses (every key refused) or resumes its endpoint. A platform suspension overrides both."""
     if endpoint.status == EndpointStatus.SUSPENDED:
         raise ServiceError(
@@ -263,7 +256,7 @@ def endpoint_set_paused(
             status=409,
         )
     status = EndpointStatus.PAUSED if paused else EndpointStatus.ACTIVE
-    return endpoint_update(endpoint=endpoint, actor=actor, request=request, status=status)
+    return endpoint_update(endpoint=endpoint, actor=actor, status=status)
 
 
 def endpoint_suspend(*, endpoint: Endpoint, reason: str, actor: User | None = None) -> Endpoint:
@@ -280,7 +273,7 @@ def endpoint_unsuspend(*, endpoint: Endpoint, actor: User | None = None) -> Endp
 
 
 @transaction.atomic
-def endpoint_delete(*, endpoint: Endpoint, actor: User, request: HttpRequest | None = None) -> None:
+def endpoint_delete(*, endpoint: Endpoint, actor: User) -> None:
     """Delete an endpoint: its keys stop working at once; the row stays so usage history keeps its name."""
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
     if endpoint.deleted_at is not None:
@@ -296,7 +289,6 @@ def endpoint_delete(*, endpoint: Endpoint, actor: User, request: HttpRequest | N
         team=endpoint.team,
         target=endpoint,
         before={"name": endpoint.name, "keys_revoked": [k.key_id for k in keys]},
-        request=request,
     )
     config_change_record(endpoints=[endpoint], keys=keys)
 
@@ -336,7 +328,6 @@ def api_key_create(
     actor: User,
     expires_at: datetime | None = None,
     daily_unit_cap: int | None = None,
-    request: HttpRequest | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key. Returns it and its secret — the only time the secret exists outside the caller."""
     name = name.strip()
@@ -373,14 +364,13 @@ def api_key_create(
                 "expires_at": expires_at.isoformat() if expires_at else None,
                 "daily_unit_cap": daily_unit_cap,
             },
-            request=request,
         )
         config_change_record(keys=[key])
     return key, secret
 
 
 @transaction.atomic
-def api_key_update(*, key: ApiKey, actor: User, request: HttpRequest | None = None, **changes: Any) -> ApiKey:
+def api_key_update(*, key: ApiKey, actor: User, **changes: Any) -> ApiKey:
     """Rename a key or change its expiry or daily cap."""
     unknown = set(changes) - {"name", "expires_at", "daily_unit_cap"}
     if unknown:
@@ -407,14 +397,13 @@ def api_key_update(*, key: ApiKey, actor: User, request: HttpRequest | None = No
         target=key,
         before={f: v.isoformat() if isinstance(v, datetime) else v for f, v in before.items()},
         after={f: v.isoformat() if isinstance(v, datetime) else v for f, v in changed.items()},
-        request=request,
     )
     if set(changed) - {"name"}:
         config_change_record(keys=[key])
     return key
 
 
-def api_key_rotate(*, key: ApiKey, overlap: str, actor: User, request: HttpRequest | None = None) -> tuple[ApiKey, str]:
+def api_key_rotate(*, key: ApiKey, overlap: str, actor: User) -> tuple[ApiKey, str]:
     """Replace a key with a new one; the old one keeps working for the chosen overlap, then stops."""
     if overlap not in ROTATION_OVERLAPS:
         raise ServiceError("invalid_overlap", f"Choose one of {', '.join(ROTATION_OVERLAPS)}.", field="overlap")
@@ -452,21 +441,20 @@ def api_key_rotate(*, key: ApiKey, overlap: str, actor: User, request: HttpReque
                 "overlap": overlap,
                 "old_key_valid_until": (old.valid_until or old.revoked_at).isoformat(),
             },
-            request=request,
         )
         config_change_record(keys=[old, new])
     return new, secret
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor: User | None, request: HttpRequest | None = None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: User | None) -> ApiKey:
     """Revoke a key now; the gateway sees it on its next poll of the feed."""
     key = ApiKey.objects.select_for_update().get(pk=key.pk)
     if key.revoked_at is not None:
         return key
     key.revoked_at = timezone.now()
     key.save(update_fields=["revoked_at"])
-    audit_record(action="key.revoked", actor=actor, team=key.team, target=key, request=request)
+    audit_record(action="key.revoked", actor=actor, team=key.team, target=key)
     config_change_record(keys=[key])
     return key
 

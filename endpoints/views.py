@@ -62,7 +62,6 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
                 environment=form.cleaned_data["environment"],
                 services=[s.id for s in form.cleaned_data["services"]],
                 actor=request.user,  # type: ignore[arg-type]
-                request=request,
             )
         except ServiceError as error:
             form.add_service_error(error)
@@ -138,7 +137,6 @@ def endpoint_keys(request: HttpRequest, endpoint_id: str) -> HttpResponse:
                     expires_at=form.expires_at(),
                     daily_unit_cap=form.cleaned_data["daily_unit_cap"],
                     actor=request.user,  # type: ignore[arg-type]
-                    request=request,
                 )
             except ServiceError as error:
                 form.add_service_error(error)
@@ -162,8 +160,7 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
         new_key, secret = services.api_key_rotate(
             key=key,
             overlap=form.cleaned_data["overlap"],
-            actor=request.user,
-            request=request,  # type: ignore[arg-type]
+            actor=request.user,  # type: ignore[arg-type]
         )
     except ServiceError as error:
         messages.error(request, error.message)
@@ -176,7 +173,7 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
 @team_view(POST="keys.manage")
 def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
     key = _key_or_404(request, key_id)
-    services.api_key_revoke(key=key, actor=request.user, request=request)  # type: ignore[arg-type]
+    services.api_key_revoke(key=key, actor=request.user)  # type: ignore[arg-type]
     messages.success(request, f"Revoked {key.name} ({key.key_id}). The gateway refuses it from its next config poll.")
     return redirect(_endpoint_url(key.endpoint, "endpoint_keys"))
 
@@ -211,7 +208,7 @@ def endpoint_security(request: HttpRequest, endpoint_id: str) -> HttpResponse:
         form = EndpointSecurityForm(request.POST, endpoint=endpoint)
         if form.is_valid():
             try:
-                services.endpoint_update(endpoint=endpoint, actor=request.user, request=request, **form.changes())  # type: ignore[arg-type]
+                services.endpoint_update(endpoint=endpoint, actor=request.user, **form.changes())  # type: ignore[arg-type]
             except ServiceError as error:
                 form.add_service_error(error)
             else:
@@ -235,7 +232,6 @@ def endpoint_settings(request: HttpRequest, endpoint_id: str) -> HttpResponse:
             services.endpoint_update(
                 endpoint=endpoint,
                 actor=request.user,  # type: ignore[arg-type]
-                request=request,
                 name=form.cleaned_data["name"],
                 description=form.cleaned_data["description"],
                 services=[s.id for s in form.cleaned_data["services"]],
@@ -264,7 +260,6 @@ def endpoint_name(request: HttpRequest, endpoint_id: str) -> HttpResponse:
             endpoint = services.endpoint_update(
                 endpoint=endpoint,
                 actor=request.user,
-                request=request,
                 name=request.POST.get("name", ""),  # type: ignore[arg-type]
             )
         except ServiceError as service_error:
@@ -285,7 +280,7 @@ def endpoint_pause(request: HttpRequest, endpoint_id: str) -> HttpResponse:
     endpoint = _endpoint_or_404(request, endpoint_id)
     pause = request.POST.get("paused", "1") == "1"
     try:
-        services.endpoint_set_paused(endpoint=endpoint, paused=pause, actor=request.user, request=request)  # type: ignore[arg-type]
+        services.endpoint_set_paused(endpoint=endpoint, paused=pause, actor=request.user)  # type: ignore[arg-type]
     except ServiceError as error:
         messages.error(request, error.message)
     else:
@@ -299,6 +294,6 @@ def endpoint_delete(request: HttpRequest, endpoint_id: str) -> HttpResponse:
     if request.POST.get("confirmation", "").strip() != endpoint.name:
         messages.error(request, f"Type the endpoint's name, {endpoint.name}, to delete it.")
         return redirect(_endpoint_url(endpoint, "endpoint_settings"))
-    services.endpoint_delete(endpoint=endpoint, actor=request.user, request=request)  # type: ignore[arg-type]
+    services.endpoint_delete(endpoint=endpoint, actor=request.user)  # type: ignore[arg-type]
     messages.success(request, f"Deleted {endpoint.name}; its keys no longer work.")
     return redirect("endpoint_list", team_slug=endpoint.team.slug)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
 
+from project import audit
 from project.logging import request_id_var
 
 logger = logging.getLogger("gatehouse.request")
@@ -18,7 +19,8 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
 class RequestIdMiddleware:
-    """Gives every request an id, echoes it in X-Request-ID and logs one line per request."""
+    """Gives every request an id, echoes it in X-Request-ID and logs one line per request; sets the audit context
+    (the client's address and user agent) for whatever the request records in the audit log."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -29,8 +31,10 @@ class RequestIdMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         token = request_id_var.set(request_id)
         started = time.perf_counter()
+        origin = audit.of_request(request)
         try:
-            response = self.get_response(request)
+            with audit.audit_context(ip=origin.ip, user_agent=origin.user_agent):
+                response = self.get_response(request)
             response["X-Request-ID"] = request_id
             logger.info(
                 "%s %s %s",

@@ -5,7 +5,6 @@ keys, tokens and members end.
 from __future__ import annotations
 
 from django.db import transaction
-from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.models import Team, User
@@ -66,7 +65,7 @@ def subscription_cancel_for_team_deletion(*, team: Team, actor: User | None) -> 
     )
 
 
-def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequest | None = None) -> None:
+def team_delete(*, team: Team, actor: User, confirmation: str) -> None:
     """Delete (close) a team. Refused while an invoice is not final or unpaid. Its Stripe subscription is canceled
     first; then its endpoints, keys, tokens and invitations end and the gateway is told, members who cannot see
     billing leave, and the team stays closed: its invoices, meter ledger and billing account remain, readable by its
@@ -83,5 +82,5 @@ def team_delete(*, team: Team, actor: User, confirmation: str, request: HttpRequ
         raise ServiceError(blocker[0], blocker[1], status=409)
     subscription_cancel_for_team_deletion(team=team, actor=actor)  # Stripe first, outside the transaction
     with transaction.atomic():
-        if team_close(team=team, actor=actor, request=request):
+        if team_close(team=team, actor=actor):
             team_gateway_config_delete(team=team)  # the gateway drops the team's keys on its next poll
