@@ -1,4 +1,5 @@
-"""Emails about membership: invitation, role changed, removed. Text and HTML, through Django's mail framework.
+"""Emails about membership: invitation, role changed, removed (project.mail sends them). Services queue them with
+transaction.on_commit, so a rolled-back change sends nothing and no row lock waits on the mail server.
 
 The invitation's token exists only here and in the recipient's inbox, so it is sent from the
 web process (on commit), never handed to a Celery task.
@@ -6,35 +7,17 @@ web process (on commit), never handed to a Celery task.
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
-from django.template.loader import render_to_string
 from django.urls import reverse
 
 from accounts.models import Invitation, Membership, Role, Team, User
-
-logger = logging.getLogger(__name__)
-
-
-def send(*, template: str, to: str, context: dict[str, object], folder: str = "accounts/email") -> None:
-    context = {"site_name": settings.SITE_NAME, "site_url": settings.SITE_URL, **context}
-    subject = render_to_string(f"{folder}/{template}_subject.txt", context).strip()
-    text = render_to_string(f"{folder}/{template}_message.txt", context)
-    html = render_to_string(f"{folder}/{template}_message.html", context)
-    message = EmailMultiAlternatives(subject=subject, body=text, to=[to])
-    message.attach_alternative(html, "text/html")
-    try:
-        message.send()
-    except Exception:  # the change is committed; a mail outage must not turn it into an error page
-        logger.exception("could not send %s email", template, extra={"template": template})
+from project.mail import send
 
 
 def invitation(*, invitation: Invitation, token: str) -> None:
     link = settings.SITE_URL + reverse("invitation_detail", kwargs={"token": token})
     send(
-        template="invitation",
+        template="accounts/email/invitation",
         to=invitation.email,
         context={
             "team": invitation.team,
@@ -48,7 +31,7 @@ def invitation(*, invitation: Invitation, token: str) -> None:
 
 def role_changed(*, membership: Membership, previous_role: str) -> None:
     send(
-        template="role_changed",
+        template="accounts/email/role_changed",
         to=membership.user.email,
         context={
             "team": membership.team,
@@ -60,4 +43,4 @@ def role_changed(*, membership: Membership, previous_role: str) -> None:
 
 
 def removed_from_team(*, user: User, team: Team) -> None:
-    send(template="removed", to=user.email, context={"team_name": team.name, "user": user})
+    send(template="accounts/email/removed", to=user.email, context={"team_name": team.name, "user": user})

@@ -9,16 +9,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role, TokenScope
 from accounts.permissions import grantable_roles
-from project.errors import ServiceError
-from project.forms import BoundedDateField
-
-
-class ServiceErrorMixin:
-    """Puts a ServiceError next to its field (or at the top of the form)."""
-
-    def add_service_error(self, error: ServiceError) -> None:
-        field = error.field if error.field in self.fields else None  # type: ignore[attr-defined]
-        self.add_error(field, error.message)  # type: ignore[attr-defined]
+from project.forms import BoundedDateField, ServiceErrorMixin
 
 
 class SignupForm(AllauthSignupForm):

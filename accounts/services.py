@@ -215,7 +215,7 @@ def ownership_transfer(*, team: Team, new_owner: Membership, actor: User) -> Non
         before={"owner": actor.email, "new_owner_role": previous_role},
         after={"owner": new_owner.user.email, "previous_owner_role": Role.ADMIN},
     )
-    emails.role_changed(membership=new_owner, previous_role=previous_role)
+    transaction.on_commit(lambda: emails.role_changed(membership=new_owner, previous_role=previous_role))
 
 
 # --- members --------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def member_change_role(*, membership: Membership, role: str, actor: Membership) 
         before={"role": previous},
         after={"role": role},
     )
-    emails.role_changed(membership=membership, previous_role=previous)
+    transaction.on_commit(lambda: emails.role_changed(membership=membership, previous_role=previous))
     return membership
 
 
@@ -278,7 +278,7 @@ def member_remove(*, membership: Membership, actor: Membership) -> None:
     _revoke_tokens_of(membership, reason="Its creator was removed from the team.", actor=actor.user)
     user, team = membership.user, membership.team
     membership.delete()
-    emails.removed_from_team(user=user, team=team)
+    transaction.on_commit(lambda: emails.removed_from_team(user=user, team=team))
 
 
 @transaction.atomic

@@ -7,11 +7,11 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from accounts.forms import ServiceErrorMixin
 from endpoints import validators
 from endpoints.models import Endpoint, Environment, Service, ServiceKind
 from endpoints.selectors import known_methods, service_list
 from endpoints.services import ROTATION_OVERLAPS, plan_rate_limit
+from project.forms import ServiceErrorMixin
 
 
 class ServiceChoiceField(forms.ModelMultipleChoiceField):

@@ -159,8 +159,9 @@ def test_delete_needs_the_typed_slug(client_for, owner_a, team_a, teammate_a):
     assert AuditEvent.objects.filter(action="team.deleted", team_id=team_a.pk, team_name="Team A").exists()
 
 
-def test_ownership_transfer_keeps_exactly_one_owner(team_a, owner_a, teammate_a):
-    ownership_transfer(team=team_a, new_owner=Membership.objects.get(user=teammate_a), actor=owner_a)
+def test_ownership_transfer_keeps_exactly_one_owner(team_a, owner_a, teammate_a, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):  # the email goes once the transfer is committed
+        ownership_transfer(team=team_a, new_owner=Membership.objects.get(user=teammate_a), actor=owner_a)
     roles = dict(Membership.objects.filter(team=team_a).values_list("user__email", "role"))
     assert roles == {owner_a.email: Role.ADMIN, teammate_a.email: Role.OWNER}
     with pytest.raises(ServiceError) as error:
@@ -177,24 +178,30 @@ def test_owner_cannot_leave_before_transferring(client_for, owner_a, team_a, tea
     assert not Membership.objects.filter(team=team_a, user=teammate_a).exists()
 
 
-def test_removal_takes_effect_on_the_next_request(client_for, owner_a, team_a, teammate_a):
+def test_removal_takes_effect_on_the_next_request(
+    client_for, owner_a, team_a, teammate_a, django_capture_on_commit_callbacks
+):
     teammate = client_for(teammate_a)
     assert teammate.get(f"/t/{team_a.slug}/").status_code == 200
     membership = Membership.objects.get(user=teammate_a)
-    client_for(owner_a).post(f"/t/{team_a.slug}/members/{membership.pk}/remove")
+    with django_capture_on_commit_callbacks(execute=True):
+        client_for(owner_a).post(f"/t/{team_a.slug}/members/{membership.pk}/remove")
     assert teammate.get(f"/t/{team_a.slug}/").status_code == 404
     assert mail.outbox[-1].to == [teammate_a.email]
     assert "removed" in mail.outbox[-1].subject
 
 
-def test_lowering_a_role_takes_effect_on_the_next_request(client_for, owner_a, team_a, member_of):
+def test_lowering_a_role_takes_effect_on_the_next_request(
+    client_for, owner_a, team_a, member_of, django_capture_on_commit_callbacks
+):
     admin = member_of(Role.ADMIN)
     admin_client = client_for(admin)
     assert admin_client.get(f"/t/{team_a.slug}/members/").status_code == 200
     membership = Membership.objects.get(user=admin)
-    response = client_for(owner_a).post(
-        f"/t/{team_a.slug}/members/{membership.pk}/role", {"role": "viewer"}, HTTP_HX_REQUEST="true"
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(owner_a).post(
+            f"/t/{team_a.slug}/members/{membership.pk}/role", {"role": "viewer"}, HTTP_HX_REQUEST="true"
+        )
     assert response.status_code == 200
     assert 'option value="viewer" selected' in response.content.decode()  # the htmx row fragment
     assert admin_client.get(f"/t/{team_a.slug}/members/").status_code == 403
@@ -392,3 +399,26 @@ def test_changing_email_needs_the_new_address_verified(client_for, owner_a):
     owner_a.refresh_from_db()
     assert owner_a.email == "alice.new@example.com"
     assert list(owner_a.emailaddress_set.values_list("email", "verified")) == [("alice.new@example.com", True)]
+
+
+def test_membership_emails_go_only_after_the_change_commits(team_a, owner_a, member_of):
+    """A role change or removal that rolls back sends nothing (the email is queued on commit, not sent while the
+    transaction holds the member's row)."""
+    from django.db import transaction
+
+    from accounts.services import member_change_role, member_remove
+
+    admin = Membership.objects.get(user=member_of(Role.ADMIN))
+    owner = Membership.objects.get(user=owner_a, team=team_a)
+    sent = len(mail.outbox)
+
+    def change_then_fail() -> None:
+        with transaction.atomic():
+            member_change_role(membership=admin, role=Role.VIEWER, actor=owner)
+            member_remove(membership=admin, actor=owner)
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        change_then_fail()
+    assert len(mail.outbox) == sent
+    assert Membership.objects.get(pk=admin.pk).role == Role.ADMIN

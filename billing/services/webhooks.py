@@ -30,6 +30,7 @@ from billing.models import (
 from billing.services.dunning import NOTIFIED_ROLES, enforce_team
 from billing.services.metering import invoice_check
 from billing.services.plans import plan_limits_publish, plan_of_prices, plan_of_subscription, plan_span_record
+from project import mail
 from project.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -318,15 +319,13 @@ def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoic
 
 
 def _notify_payment_failed(*, team: Team, invoice: Invoice) -> None:
-    from accounts import emails
 
     overdue = selectors.Overdue(invoice, invoice.payment_failed_at + selectors.grace_period())  # type: ignore[operator]
     link = settings.SITE_URL + reverse("billing_home", kwargs={"team_slug": team.slug})
     recipients = Membership.objects.filter(team=team, role__in=NOTIFIED_ROLES).values_list("user__email", flat=True)
     for email in sorted(set(recipients)):
-        emails.send(
-            template="payment_failed",
-            folder="billing/email",
+        mail.send(
+            template="billing/email/payment_failed",
             to=email,
             context={
                 "team": team,
