@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -19,6 +19,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework import permissions as drf_permissions
 
 from accounts.models import Membership, Role, TokenScope
+from accounts.requests import TeamRequest
 
 OWNER, ADMIN, DEVELOPER, FINANCE, VIEWER = Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.FINANCE, Role.VIEWER
 EVERYONE = frozenset(Role)
@@ -199,13 +200,14 @@ def team_view(**actions: str) -> Callable[[Callable[..., HttpResponse]], Callabl
                 raise PermissionDenied("Your role in this team does not allow this")
             if membership.team.require_mfa and not user_has_mfa(request.user):
                 return redirect("team_mfa_required", team_slug=team_slug)
-            request.team = membership.team  # type: ignore[attr-defined]
-            request.membership = membership  # type: ignore[attr-defined]
+            team_request = cast(TeamRequest, request)
+            team_request.team = membership.team
+            team_request.membership = membership
             if request.session.get("current_team") != team_slug:
                 request.session["current_team"] = team_slug
-            return view(request, *args, **kwargs)
+            return view(team_request, *args, **kwargs)
 
-        wrapper.permission_actions = actions  # type: ignore[attr-defined]
+        wrapper.permission_actions = actions  # type: ignore[attr-defined]  # read by the URL walk and the README table
         return wrapper
 
     return decorator

@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -25,6 +23,7 @@ from analytics.dashboard import BREAKDOWNS, COMMON_ZONES, RANGES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import ApiKey, Endpoint
 from project.csv import csv_response
+from project.http import staff_only
 from project.params import is_time_zone
 
 PANELS = ("cards", "requests", "latency", "errors", "table")
@@ -294,16 +293,10 @@ def relay_detail(request: HttpRequest, batch_id: int, relay_id: str) -> HttpResp
 # --- the operator's view -------------------------------------------------------------------------
 
 
-def _staff(request: HttpRequest) -> None:
-    if not (request.user.is_authenticated and request.user.is_staff):
-        raise PermissionDenied("Operator staff only")
-
-
-@login_required
+@staff_only
 @require_GET
 def operator_overview(request: HttpRequest) -> HttpResponse:
     """The whole platform: the same charts across all teams, per-service health and the top teams."""
-    _staff(request)
     query = _query(request, None)
     from analytics.selectors import quarantine_summary
 
@@ -312,7 +305,7 @@ def operator_overview(request: HttpRequest) -> HttpResponse:
     return render(request, "analytics/operator.html", context)
 
 
-@login_required
+@staff_only
 @require_GET
 def operator_quarantine(request: HttpRequest) -> HttpResponse:
     """Usage records the gateways sent that no team could be billed for (unknown or deleted keys, …)."""
@@ -321,16 +314,14 @@ def operator_quarantine(request: HttpRequest) -> HttpResponse:
     from analytics.models import QuarantinedRecord
     from analytics.selectors import quarantine_summary
 
-    _staff(request)
     records = QuarantinedRecord.objects.select_related("gateway").order_by("-received_at", "-id")
     page = Paginator(records, 50).get_page(request.GET.get("page"))
     return render(request, "analytics/quarantine.html", {"summary": quarantine_summary(), "page": page})
 
 
-@login_required
+@staff_only
 @require_GET
 def operator_panel(request: HttpRequest, name: str) -> HttpResponse:
-    _staff(request)
     if name == "health":
         query = _query(request, None)
         return render(

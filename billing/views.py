@@ -8,8 +8,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -35,6 +33,7 @@ from billing.models import (
 )
 from project.csv import csv_response
 from project.errors import ServiceError
+from project.http import staff_only
 from project.params import parse_int
 
 INVOICE_PAGE_SIZE = 25
@@ -281,16 +280,10 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
 # --- operator ------------------------------------------------------------------------------------
 
 
-def _staff(request: HttpRequest) -> None:
-    if not (request.user.is_authenticated and request.user.is_staff):
-        raise PermissionDenied("Operator staff only")
-
-
-@login_required
+@staff_only
 @require_GET
 def operator_billing(request: HttpRequest) -> HttpResponse:
     """Failed webhook events (with retry), meter reports Stripe refused, and reconciliation differences."""
-    _staff(request)
     failed = StripeEvent.objects.filter(status=EventStatus.FAILED).order_by("-received_at")
     page = Paginator(failed, 50).get_page(request.GET.get("page"))
     reconciliations = [r for r in Reconciliation.objects.select_related("team")[:500] if not r.matches][:100]
@@ -324,10 +317,9 @@ def operator_billing(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
+@staff_only
 @require_POST
 def operator_event_retry(request: HttpRequest, event_id: int) -> HttpResponse:
-    _staff(request)
     try:
         event = services.event_retry(event_id=event_id, actor=request.user)  # type: ignore[arg-type]
     except ServiceError as error:
