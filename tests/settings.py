@@ -25,9 +25,10 @@ if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
 
 
 def _redis_db_for_this_worker(url: str) -> str:
-    """Each xdist worker gets its own Redis database, so cache.clear() in one never touches another."""
+    """Each xdist worker gets its own Redis database, so cache.clear() in one never touches another
+    (TEST_REDIS_DB_BASE moves the range, for two test runs at once on one Redis)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    db = 2 + int(worker.removeprefix("gw") or 0)
+    db = int(os.environ.get("TEST_REDIS_DB_BASE", "2")) + int(worker.removeprefix("gw") or 0)
     parts = urlsplit(url)
     if parts.scheme == "unix":  # urlunsplit would drop the empty authority: unix:/path
         return f"unix://{parts.path}?db={db}"
