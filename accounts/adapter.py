@@ -10,8 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest
 from django.urls import reverse
 
-from accounts import services
-from accounts.models import User
+from accounts import selectors, services
 from project.errors import ServiceError
 from project.http import client_ip
 
@@ -41,7 +40,7 @@ class AccountAdapter(DefaultAccountAdapter):
                 request.session[LANDING_SESSION_KEY] = membership.team.slug
                 messages.success(request, f"Welcome to {membership.team.name}.")
                 return user
-        team = services.team_create(name=services.default_team_name(user), owner=user)
+        team = services.team_create(name=selectors.default_team_name(user=user), owner=user)
         request.session[LANDING_SESSION_KEY] = team.slug
         return user
 
@@ -60,7 +59,7 @@ class AccountAdapter(DefaultAccountAdapter):
             super().pre_authenticate(request, **credentials)
         except ValidationError:  # too many failures for this account or this address: locked out for now
             attempted = (credentials.get("email") or "")[:254]
-            user = User.objects.filter(email__iexact=attempted).first() if attempted else None
+            user = selectors.user_by_email(email=attempted) if attempted else None
             services.audit_record(
                 action="auth.login_throttled", actor=user, actor_email=attempted, target_repr=attempted
             )
@@ -70,7 +69,7 @@ class AccountAdapter(DefaultAccountAdapter):
         attempted = (credentials.get("email") or credentials.get("username") or "")[:254]
         # Recorded against the account when it exists, so its owner sees it in their security log;
         # the sign-in page says the same thing either way.
-        user = User.objects.filter(email__iexact=attempted).first() if attempted else None
+        user = selectors.user_by_email(email=attempted) if attempted else None
         services.audit_record(action="auth.login_failed", actor=user, actor_email=attempted, target_repr=attempted)
 
     def logout(self, request: HttpRequest) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -10,17 +12,10 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.authentication import TokenPrincipal
-from accounts.models import Invitation, Membership, Role
-from accounts.permissions import TeamPermission, acting_token_membership
+from accounts.models import Invitation, Membership, Role, User
+from accounts.permissions import GRANTABLE_ROLE_CHOICES, TeamPermission, acting_token_membership
+from accounts.requests import TeamAPIRequest
 from project.api import ErrorSerializer, get_object_or_404_api
-
-# Roles a member can be given; "owner" changes hands only by an ownership transfer.
-GRANTABLE_ROLE_CHOICES = [choice for choice in Role.choices if choice[0] != Role.OWNER]
-
-
-def acting_membership(request: Request) -> Membership:
-    """Who acts: the caller's membership, or for a token its creator's membership with the token's role."""
-    return request.membership  # type: ignore[attr-defined, no-any-return]
 
 
 class TeamAPIView(APIView):
@@ -47,9 +42,8 @@ class TeamListAPI(APIView):
             team = request.user.team
             rows = [{**TeamOutput(team).data, "role": acting_token_membership(request.user.token).role.value}]
         else:
-            rows = [
-                {**TeamOutput(m.team).data, "role": m.role} for m in selectors.team_list_for_user(user=request.user)
-            ]
+            user = cast(User, request.user)  # IsAuthenticated, and not a token: a signed-in person
+            rows = [{**TeamOutput(m.team).data, "role": m.role} for m in selectors.team_list_for_user(user=user)]
         return Response(rows)
 
 
@@ -60,17 +54,16 @@ class TeamDetailAPI(TeamAPIView):
         name = serializers.CharField(max_length=80)
 
     @extend_schema(responses=TeamOutput, summary="Get the team")
-    def get(self, request: Request, team_slug: str) -> Response:
-        return Response(TeamOutput(request.team).data)  # type: ignore[attr-defined]
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
+        return Response(TeamOutput(request.team).data)
 
     @extend_schema(
         request=TeamRenameInput, responses={200: TeamOutput, 400: ErrorSerializer}, summary="Rename the team"
     )
-    def patch(self, request: Request, team_slug: str) -> Response:
+    def patch(self, request: TeamAPIRequest, team_slug: str) -> Response:
         data = self.TeamRenameInput(data=request.data)
         data.is_valid(raise_exception=True)
-        actor = acting_membership(request)
-        team = services.team_rename(team=request.team, name=data.validated_data["name"], actor=actor.user)  # type: ignore[attr-defined]
+        team = services.team_rename(team=request.team, name=data.validated_data["name"], actor=request.membership.user)
         return Response(TeamOutput(team).data)
 
 
@@ -86,8 +79,8 @@ class MemberListAPI(TeamAPIView):
     required_actions = {"GET": "members.view"}
 
     @extend_schema(responses=MemberOutput(many=True), summary="List members")
-    def get(self, request: Request, team_slug: str) -> Response:
-        return Response(MemberOutput(selectors.member_list(team=request.team), many=True).data)  # type: ignore[attr-defined]
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
+        return Response(MemberOutput(selectors.member_list(team=request.team), many=True).data)
 
 
 class MemberDetailAPI(TeamAPIView):
@@ -96,28 +89,28 @@ class MemberDetailAPI(TeamAPIView):
     class MemberRoleInput(serializers.Serializer):
         role = serializers.ChoiceField(choices=GRANTABLE_ROLE_CHOICES)
 
-    def _member(self, request: Request, membership_id: int) -> Membership:
-        return get_object_or_404_api(lambda: selectors.member_get(team=request.team, membership_id=membership_id))  # type: ignore[attr-defined]
+    def _member(self, request: TeamAPIRequest, membership_id: int) -> Membership:
+        return get_object_or_404_api(lambda: selectors.member_get(team=request.team, membership_id=membership_id))
 
     @extend_schema(responses=MemberOutput, summary="Get a member")
-    def get(self, request: Request, team_slug: str, membership_id: int) -> Response:
+    def get(self, request: TeamAPIRequest, team_slug: str, membership_id: int) -> Response:
         return Response(MemberOutput(self._member(request, membership_id)).data)
 
     @extend_schema(
         request=MemberRoleInput, responses={200: MemberOutput, 403: ErrorSerializer}, summary="Change a member's role"
     )
-    def patch(self, request: Request, team_slug: str, membership_id: int) -> Response:
+    def patch(self, request: TeamAPIRequest, team_slug: str, membership_id: int) -> Response:
         member = self._member(request, membership_id)
         data = self.MemberRoleInput(data=request.data)
         data.is_valid(raise_exception=True)
         member = services.member_change_role(
-            membership=member, role=data.validated_data["role"], actor=acting_membership(request)
+            membership=member, role=data.validated_data["role"], actor=request.membership
         )
         return Response(MemberOutput(member).data)
 
     @extend_schema(responses={204: None, 403: ErrorSerializer}, summary="Remove a member")
-    def delete(self, request: Request, team_slug: str, membership_id: int) -> Response:
-        services.member_remove(membership=self._member(request, membership_id), actor=acting_membership(request))
+    def delete(self, request: TeamAPIRequest, team_slug: str, membership_id: int) -> Response:
+        services.member_remove(membership=self._member(request, membership_id), actor=request.membership)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -139,8 +132,8 @@ class InvitationListAPI(TeamAPIView):
         role = serializers.ChoiceField(choices=GRANTABLE_ROLE_CHOICES)
 
     @extend_schema(responses=InvitationOutput(many=True), summary="List open invitations")
-    def get(self, request: Request, team_slug: str) -> Response:
-        return Response(InvitationOutput(selectors.invitation_list_open(team=request.team), many=True).data)  # type: ignore[attr-defined]
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
+        return Response(InvitationOutput(selectors.invitation_list_open(team=request.team), many=True).data)
 
     @extend_schema(
         request=InvitationCreateInput,
@@ -148,32 +141,33 @@ class InvitationListAPI(TeamAPIView):
         summary="Invite someone by email",
         description="Emails a single-use link valid for 7 days. The link's token is never returned by the API.",
     )
-    def post(self, request: Request, team_slug: str) -> Response:
+    def post(self, request: TeamAPIRequest, team_slug: str) -> Response:
         data = self.InvitationCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         invitation, _token = services.invitation_create(
-            team=request.team,  # type: ignore[attr-defined]
+            team=request.team,
             email=data.validated_data["email"],
             role=data.validated_data["role"],
-            invited_by=acting_membership(request),
+            invited_by=request.membership,
         )
         return Response(InvitationOutput(invitation).data, status=status.HTTP_201_CREATED)
+
+
+def _invitation(request: TeamAPIRequest, invitation_id: int) -> Invitation:
+    return get_object_or_404_api(lambda: selectors.invitation_get(team=request.team, invitation_id=invitation_id))
 
 
 class InvitationDetailAPI(TeamAPIView):
     required_actions = {"GET": "members.view", "DELETE": "members.manage"}
 
-    def _invitation(self, request: Request, invitation_id: int) -> Invitation:
-        return get_object_or_404_api(lambda: selectors.invitation_get(team=request.team, invitation_id=invitation_id))  # type: ignore[attr-defined]
-
     @extend_schema(responses=InvitationOutput, summary="Get an invitation")
-    def get(self, request: Request, team_slug: str, invitation_id: int) -> Response:
-        return Response(InvitationOutput(self._invitation(request, invitation_id)).data)
+    def get(self, request: TeamAPIRequest, team_slug: str, invitation_id: int) -> Response:
+        return Response(InvitationOutput(_invitation(request, invitation_id)).data)
 
     @extend_schema(responses={204: None, 409: ErrorSerializer}, summary="Revoke an invitation")
-    def delete(self, request: Request, team_slug: str, invitation_id: int) -> Response:
-        invitation = self._invitation(request, invitation_id)
-        services.invitation_revoke(invitation=invitation, actor=acting_membership(request))
+    def delete(self, request: TeamAPIRequest, team_slug: str, invitation_id: int) -> Response:
+        invitation = _invitation(request, invitation_id)
+        services.invitation_revoke(invitation=invitation, actor=request.membership)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -188,10 +182,8 @@ class InvitationResendAPI(TeamAPIView):
         },
         summary="Resend an invitation with a new link",
     )
-    def post(self, request: Request, team_slug: str, invitation_id: int) -> Response:
-        invitation = get_object_or_404_api(
-            lambda: selectors.invitation_get(team=request.team, invitation_id=invitation_id)
-        )  # type: ignore[attr-defined]
-        services.invitation_resend(invitation=invitation, actor=acting_membership(request))
+    def post(self, request: TeamAPIRequest, team_slug: str, invitation_id: int) -> Response:
+        invitation = _invitation(request, invitation_id)
+        services.invitation_resend(invitation=invitation, actor=request.membership)
         invitation.refresh_from_db()
         return Response(InvitationOutput(invitation).data)

@@ -14,7 +14,8 @@ def teams(request: HttpRequest) -> dict[str, Any]:
     for both, only if a template reads them)."""
     if not getattr(request, "user", None) or not request.user.is_authenticated:
         return {}
-    load = cache(lambda: switcher_memberships(user=request.user))  # type: ignore[arg-type]
+    user = request.user
+    load = cache(lambda: switcher_memberships(user=user))
     return {
         "user_memberships": SimpleLazyObject(lambda: load()[0]),
         "closed_memberships": SimpleLazyObject(lambda: load()[1]),

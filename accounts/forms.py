@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from allauth.account.forms import SignupForm as AllauthSignupForm
 from django import forms
 from django.utils import timezone
 
-from accounts.models import Membership, Role, TokenScope
-from accounts.permissions import grantable_roles
+from accounts.models import Membership, Role, Team, TokenScope
+from accounts.permissions import GRANTABLE_ROLE_CHOICES, grantable_roles
 from project.forms import BoundedDateField, ServiceErrorMixin
 
 
@@ -30,17 +30,20 @@ class RequireMfaForm(ServiceErrorMixin, forms.Form):
     require_mfa = forms.BooleanField(required=False, label="Require two-factor authentication for every member")
 
 
-class TransferForm(ServiceErrorMixin, forms.Form):
-    member = forms.ModelChoiceField(
-        queryset=Membership.objects.none(), label="New owner", empty_label="Choose a member"
-    )
+class MemberChoiceField(forms.ModelChoiceField):  # not ModelChoiceField[Membership]: generic in the stubs only
+    def label_from_instance(self, obj: Membership) -> str:
+        return f"{obj.user.email} ({obj.get_role_display()})"
 
-    def __init__(self, *args: Any, team: Any, owner: Any, **kwargs: Any) -> None:
+
+class TransferForm(ServiceErrorMixin, forms.Form):
+    member = MemberChoiceField(queryset=Membership.objects.none(), label="New owner", empty_label="Choose a member")
+
+    def __init__(self, *args: Any, team: Team, owner: Membership, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["member"].queryset = (
+        field = cast(MemberChoiceField, self.fields["member"])  # self.fields holds this form's copies, typed as Fields
+        field.queryset = (
             Membership.objects.filter(team=team).exclude(pk=owner.pk).select_related("user").order_by("user__email")
         )
-        self.fields["member"].label_from_instance = lambda m: f"{m.user.email} ({m.get_role_display()})"
 
 
 class DeleteTeamForm(ServiceErrorMixin, forms.Form):
@@ -58,12 +61,14 @@ class InviteForm(ServiceErrorMixin, forms.Form):
 
     def __init__(self, *args: Any, granter_role: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["role"].choices = [(role.value, role.label) for role in grantable_roles(granter_role)]
-        self.fields["role"].initial = Role.DEVELOPER if Role.DEVELOPER in grantable_roles(granter_role) else None
+        roles = grantable_roles(granter_role)
+        field = cast(forms.ChoiceField, self.fields["role"])  # self.fields holds this form's copies, typed as Fields
+        field.choices = [(role.value, role.label) for role in roles]
+        field.initial = Role.DEVELOPER if Role.DEVELOPER in roles else None
 
 
 class RoleForm(ServiceErrorMixin, forms.Form):
-    role = forms.ChoiceField(choices=[(r.value, r.label) for r in Role if r != Role.OWNER])
+    role = forms.ChoiceField(choices=GRANTABLE_ROLE_CHOICES)
 
 
 EXPIRY_CHOICES = [("never", "Never"), ("30", "30 days"), ("90", "90 days"), ("365", "1 year")]
@@ -76,7 +81,7 @@ class TokenCreateForm(ServiceErrorMixin, forms.Form):
     )
     expires_in = forms.ChoiceField(choices=EXPIRY_CHOICES, initial="90", label="Expires")
 
-    def expires_at(self) -> Any:
+    def expires_at(self) -> datetime | None:
         value = self.cleaned_data["expires_in"]
         return None if value == "never" else timezone.now() + timedelta(days=int(value))
 
@@ -89,7 +94,8 @@ class AuditFilterForm(forms.Form):
 
     def __init__(self, *args: Any, actions: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["action"].choices = [("", "All actions")] + [(a, a) for a in actions]
+        field = cast(forms.ChoiceField, self.fields["action"])  # self.fields holds this form's copies, typed as Fields
+        field.choices = [("", "All actions"), *((a, a) for a in actions)]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
@@ -46,7 +46,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
-    REQUIRED_FIELDS: list[str] = []
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
 
     class Meta:
         constraints = [models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique")]
@@ -109,8 +109,27 @@ class Membership(models.Model):
         return f"{self.user} in {self.team} as {self.role}"
 
 
+# Neither accepted nor revoked: the invitation can still be resent or revoked (and, until it expires, accepted). An
+# expired one is open too, so the one-open-per-address constraint counts it until it is replaced.
+OPEN_INVITATION = models.Q(accepted_at__isnull=True, revoked_at__isnull=True)
+
+
+class InvitationQuerySet(models.QuerySet["Invitation"]):
+    def open(self) -> InvitationQuerySet:
+        """Invitations not yet accepted or revoked (expired ones included, so they can be resent)."""
+        return self.filter(OPEN_INVITATION)
+
+
 class Invitation(models.Model):
     """An emailed invitation. Only the SHA-256 of its token is stored; the link is the only copy."""
+
+    class Status(models.TextChoices):
+        """Derived from the timestamps (see `status`), never stored."""
+
+        PENDING = "pending", "Pending"
+        EXPIRED = "expired", "Expired"
+        ACCEPTED = "accepted", "Accepted"
+        REVOKED = "revoked", "Revoked"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField(max_length=254)
@@ -124,13 +143,15 @@ class Invitation(models.Model):
     accepted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     revoked_at = models.DateTimeField(null=True, blank=True)
 
+    objects = InvitationQuerySet.as_manager()
+
     class Meta:
         constraints = [
             # One open invitation per address and team; resend rather than invite twice.
             models.UniqueConstraint(
                 Lower("email"),
                 "team",
-                condition=models.Q(accepted_at__isnull=True, revoked_at__isnull=True),
+                condition=OPEN_INVITATION,
                 name="accounts_invitation_one_open_per_email",
             ),
         ]
@@ -139,14 +160,19 @@ class Invitation(models.Model):
         return f"{self.email} → {self.team} ({self.role})"
 
     @property
-    def status(self) -> str:
+    def status(self) -> Invitation.Status:
         if self.accepted_at:
-            return "accepted"
+            return self.Status.ACCEPTED
         if self.revoked_at:
-            return "revoked"
+            return self.Status.REVOKED
         if self.expires_at <= timezone.now():
-            return "expired"
-        return "pending"
+            return self.Status.EXPIRED
+        return self.Status.PENDING
+
+    @property
+    def is_open(self) -> bool:
+        """Not accepted or revoked (OPEN_INVITATION for one row): it can still be resent or revoked."""
+        return self.accepted_at is None and self.revoked_at is None
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):

@@ -13,13 +13,15 @@ from typing import Any, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponseNotAllowed
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import permissions as drf_permissions
+from rest_framework.request import Request
 
-from accounts.models import Membership, Role, TokenScope
-from accounts.requests import TeamRequest
+from accounts.models import Membership, Role, TokenScope, User
+from accounts.requests import TeamAPIRequest, TeamRequest
 
 OWNER, ADMIN, DEVELOPER, FINANCE, VIEWER = Role.OWNER, Role.ADMIN, Role.DEVELOPER, Role.FINANCE, Role.VIEWER
 EVERYONE = frozenset(Role)
@@ -72,6 +74,9 @@ ACTION_LABELS: dict[str, str] = {
     "billing.manage": "Change the plan",
     "budgets.manage": "Set budgets and alerts",
 }
+
+# Roles a member can be given (forms, the API and its schema); the owner's changes hands only by an ownership transfer.
+GRANTABLE_ROLE_CHOICES = [choice for choice in Role.choices if choice[0] != Role.OWNER]
 
 # Roles in order of power, for "nobody grants a role above their own". Developer and finance
 # are different, not ranked: neither may grant the other (neither may manage members anyway).
@@ -155,7 +160,7 @@ def acting_token_membership(token: Any) -> Membership:
     return Membership(pk=creator.pk, team=creator.team, user=creator.user, role=token_role(creator.role))
 
 
-def user_has_mfa(user: Any) -> bool:
+def user_has_mfa(user: User) -> bool:
     from allauth.mfa.models import Authenticator
 
     return Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
@@ -173,7 +178,7 @@ def action_for_method(actions: Mapping[str, str], method: str) -> str | None:
     return actions.get(method)
 
 
-def team_view(**actions: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+def team_view(**actions: str) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a view under /t/<team_slug>/ with the action each method needs: team_view(GET=..., POST=...).
 
     Outsiders get 404, roles without the action 403, unlisted methods 405. Sets request.team and
@@ -183,9 +188,9 @@ def team_view(**actions: str) -> Callable[[Callable[..., HttpResponse]], Callabl
     if unknown:
         raise ValueError(f"unknown actions {unknown}: add them to accounts.permissions.ACTIONS")
 
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorator(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @wraps(view)
-        def wrapper(request: HttpRequest, team_slug: str, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, team_slug: str, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             membership = membership_for(user=request.user, team_slug=team_slug)
@@ -207,7 +212,7 @@ def team_view(**actions: str) -> Callable[[Callable[..., HttpResponse]], Callabl
                 request.session["current_team"] = team_slug
             return view(team_request, *args, **kwargs)
 
-        wrapper.permission_actions = actions  # type: ignore[attr-defined]  # read by the URL walk and the README table
+        wrapper.permission_actions = actions  # type: ignore[attr-defined]  # a function attribute, read by the URL walk and the README table
         return wrapper
 
     return decorator
@@ -221,18 +226,19 @@ class TeamPermission(drf_permissions.BasePermission):
     is 404 for both; a missing right is 403. Sets request.team and request.membership (for a token: the acting copy).
     """
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: Any) -> bool:
         from accounts.authentication import TokenPrincipal
 
         team_slug = view.kwargs.get("team_slug")
-        action = action_for_method(view.required_actions, request.method)
+        method = request.method or "GET"
+        action = action_for_method(view.required_actions, method)
         if action is None:
-            raise drf_exceptions.MethodNotAllowed(request.method)
+            raise drf_exceptions.MethodNotAllowed(method)
         principal = request.user
         if isinstance(principal, TokenPrincipal):
             if principal.team.slug != team_slug or principal.team.deleted_at is not None:
                 raise drf_exceptions.NotFound("No such team")
-            needed = TokenScope.READ if request.method in drf_permissions.SAFE_METHODS else TokenScope.WRITE
+            needed = TokenScope.READ if method in drf_permissions.SAFE_METHODS else TokenScope.WRITE
             if needed not in principal.token.scopes:
                 raise drf_exceptions.PermissionDenied(f"This token lacks the '{needed}' scope")
             acting = acting_token_membership(principal.token)
@@ -247,8 +253,9 @@ class TeamPermission(drf_permissions.BasePermission):
                 raise drf_exceptions.PermissionDenied(
                     "This team requires two-factor authentication, and this token's creator has not set it up"
                 )
-            request.team = principal.team
-            request.membership = acting
+            team_request = cast(TeamAPIRequest, request)
+            team_request.team = principal.team
+            team_request.membership = acting
             return True
         if not (principal and principal.is_authenticated):
             raise drf_exceptions.NotAuthenticated()
@@ -259,6 +266,7 @@ class TeamPermission(drf_permissions.BasePermission):
             raise drf_exceptions.PermissionDenied("Your role in this team does not allow this")
         if membership.team.require_mfa and not user_has_mfa(principal):
             raise drf_exceptions.PermissionDenied("This team requires two-factor authentication")
-        request.team = membership.team
-        request.membership = membership
+        team_request = cast(TeamAPIRequest, request)
+        team_request.team = membership.team
+        team_request.membership = membership
         return True

@@ -1,5 +1,9 @@
 """OpenAPI description of the management-token authentication (drf-spectacular)."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
@@ -7,7 +11,7 @@ class ManagementTokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.ManagementTokenAuthentication"
     name = "managementToken"
 
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
         return {
             "type": "http",
             "scheme": "bearer",

@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
+from typing import cast
 
+from allauth.account.models import EmailAddress
 from django.db.models import Case, IntegerField, QuerySet, Value, When
 
 from accounts.models import AuditEvent, Invitation, ManagementToken, Membership, Role, Team, User
 from accounts.permissions import CLOSED_TEAM_ROLES
+from project.secrets import sha256_hex
 
 _ROLE_ORDER = Case(
     *[When(role=role, then=Value(index)) for index, role in enumerate(Role)], output_field=IntegerField()
 )
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+def user_email_verified(user: User) -> bool:
+    """Whether the user's own address is verified (inviting people and creating keys need it)."""
+    return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
+
+
+def user_by_email(*, email: str) -> User | None:
+    """The user with this address, in any case (addresses are unique regardless of case)."""
+    return User.objects.filter(email__iexact=email).first()
+
+
+def default_team_name(*, user: User) -> str:
+    """The name offered for a user's first team: "Dana's team"."""
+    first = user.name.split(" ")[0] if user.name else user.email.split("@")[0]
+    return f"{first}'s team"[:80]
+
+
+# --- teams and members ----------------------------------------------------------------------
 
 
 def team_list_for_user(*, user: User) -> QuerySet[Membership]:
@@ -29,7 +54,7 @@ def switcher_memberships(*, user: User) -> tuple[list[Membership], list[Membersh
     memberships = list(Membership.objects.filter(user=user).select_related("team").order_by("team__name"))
     live = [m for m in memberships if m.team.deleted_at is None]
     closed = [m for m in memberships if m.team.deleted_at is not None and m.role in CLOSED_TEAM_ROLES]
-    closed.sort(key=lambda m: m.team.deleted_at, reverse=True)  # type: ignore[arg-type, return-value]
+    closed.sort(key=lambda m: cast(datetime, m.team.deleted_at), reverse=True)  # closed: deleted_at is set
     return live, closed
 
 
@@ -41,17 +66,31 @@ def member_get(*, team: Team, membership_id: int) -> Membership:
     return Membership.objects.select_related("user", "team").get(team=team, pk=membership_id)
 
 
+def member_exists(*, team: Team, user: User) -> bool:
+    return Membership.objects.filter(team=team, user=user).exists()
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
 def invitation_list_open(*, team: Team) -> QuerySet[Invitation]:
     """Invitations not yet accepted or revoked (expired ones included, so they can be resent)."""
-    return (
-        Invitation.objects.filter(team=team, accepted_at__isnull=True, revoked_at__isnull=True)
-        .select_related("invited_by")
-        .order_by("-created_at")
-    )
+    return Invitation.objects.filter(team=team).open().select_related("invited_by").order_by("-created_at")
 
 
 def invitation_get(*, team: Team, invitation_id: int) -> Invitation:
     return Invitation.objects.select_related("team").get(team=team, pk=invitation_id)
+
+
+def invitation_by_token(*, token: str) -> Invitation | None:
+    """The invitation a link's token opens, whatever its status; None for a token that opens none. The token is the
+    credential, so there is no team argument: it names the team."""
+    if not token or len(token) > 128:
+        return None
+    return Invitation.objects.select_related("team", "invited_by").filter(token_hash=sha256_hex(token)).first()
+
+
+# --- audit log ------------------------------------------------------------------------------
 
 
 def audit_event_list(
@@ -81,6 +120,9 @@ def audit_actions_for_team(*, team: Team) -> list[str]:
 def security_events_for_user(*, user: User, limit: int = 100) -> QuerySet[AuditEvent]:
     """The user's own sign-ins, failures and account changes (not team events)."""
     return AuditEvent.objects.filter(actor=user, team__isnull=True).order_by("-created_at", "-id")[:limit]
+
+
+# --- management tokens ----------------------------------------------------------------------
 
 
 def management_token_list(*, team: Team) -> QuerySet[ManagementToken]:

@@ -10,7 +10,7 @@ from typing import Any
 from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -27,6 +27,7 @@ from accounts.models import (
     User,
 )
 from accounts.permissions import CLOSED_TEAM_ROLES, can, can_grant, user_has_mfa
+from accounts.selectors import invitation_by_token, user_email_verified
 from project import audit
 from project.errors import ServiceError
 from project.params import is_time_zone
@@ -93,10 +94,6 @@ def user_set_time_zone(*, user: User, time_zone: str) -> None:
     user.time_zone = time_zone
 
 
-def user_email_verified(user: User) -> bool:
-    return EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
-
-
 # --- teams ----------------------------------------------------------------------------------
 
 
@@ -106,11 +103,6 @@ def _unique_slug(name: str) -> str:
     while Team.objects.filter(slug=slug).exists():
         slug = f"{base}-{secrets.token_hex(2)}"
     return slug
-
-
-def default_team_name(user: User) -> str:
-    first = user.name.split(" ")[0] if user.name else user.email.split("@")[0]
-    return f"{first}'s team"[:80]
 
 
 @transaction.atomic
@@ -130,20 +122,7 @@ def team_rename(*, team: Team, name: str, actor: User) -> Team:
     name = name.strip()
     if not name:
         raise ServiceError("name_required", "Give the team a name.", field="name")
-    before = team.name
-    if before == name:
-        return team
-    team.name = name[:80]
-    team.save(update_fields=["name"])
-    audit_record(
-        action="team.renamed",
-        actor=actor,
-        team=team,
-        target=team,
-        before={"name": before},
-        after={"name": name},
-    )
-    return team
+    return _team_set(team, field="name", value=name[:80], action="team.renamed", actor=actor)
 
 
 @transaction.atomic
@@ -154,18 +133,17 @@ def team_set_require_mfa(*, team: Team, required: bool, actor: User) -> Team:
             "Set up two-factor authentication for yourself before requiring it of the team.",
             field="require_mfa",
         )
-    if team.require_mfa == required:
+    return _team_set(team, field="require_mfa", value=required, action="team.mfa_requirement_changed", actor=actor)
+
+
+def _team_set(team: Team, *, field: str, value: Any, action: str, actor: User) -> Team:
+    """Change one of the team's settings: saved and audited (before and after) only if it changes."""
+    before = getattr(team, field)
+    if before == value:
         return team
-    team.require_mfa = required
-    team.save(update_fields=["require_mfa"])
-    audit_record(
-        action="team.mfa_requirement_changed",
-        actor=actor,
-        team=team,
-        target=team,
-        before={"require_mfa": not required},
-        after={"require_mfa": required},
-    )
+    setattr(team, field, value)
+    team.save(update_fields=[field])
+    audit_record(action=action, actor=actor, team=team, target=team, before={field: before}, after={field: value})
     return team
 
 
@@ -184,9 +162,8 @@ def team_close(*, team: Team, actor: User) -> bool:
         target=team,
         before={"name": team.name, "slug": team.slug},
     )
-    for token in ManagementToken.objects.filter(team=team, revoked_at__isnull=True):
-        management_token_revoke(token=token, actor=actor, reason="The team was deleted.")
-    Invitation.objects.filter(team=team, accepted_at__isnull=True, revoked_at__isnull=True).update(revoked_at=now)
+    _revoke_tokens(ManagementToken.objects.filter(team=team), reason="The team was deleted.", actor=actor)
+    Invitation.objects.filter(team=team).open().update(revoked_at=now)
     Membership.objects.filter(team=team).exclude(role__in=CLOSED_TEAM_ROLES).delete()
     team.deleted_at = now
     team.save(update_fields=["deleted_at"])
@@ -268,16 +245,10 @@ def member_remove(*, membership: Membership, actor: Membership) -> None:
         raise ServiceError("use_leave", "To remove yourself, leave the team.", status=400)
     if not can_grant(actor.role, membership.role):
         raise ServiceError("role_above_own", "You cannot remove a member whose role is above yours.", status=403)
-    audit_record(
-        action="member.removed",
-        actor=actor.user,
-        team=membership.team,
-        target=membership.user,
-        before={"role": membership.role},
-    )
-    _revoke_tokens_of(membership, reason="Its creator was removed from the team.", actor=actor.user)
     user, team = membership.user, membership.team
-    membership.delete()
+    _membership_end(
+        membership, action="member.removed", actor=actor.user, reason="Its creator was removed from the team."
+    )
     transaction.on_commit(lambda: emails.removed_from_team(user=user, team=team))
 
 
@@ -286,14 +257,16 @@ def member_leave(*, membership: Membership) -> None:
     membership = _lock_member(membership)
     if membership.role == Role.OWNER:
         raise ServiceError("owner_must_transfer", "Transfer ownership to another member before leaving.", status=400)
+    _membership_end(membership, action="member.left", actor=membership.user, reason="Its creator left the team.")
+
+
+def _membership_end(membership: Membership, *, action: str, actor: User, reason: str) -> None:
+    """The membership ends: recorded, its tokens revoked with `reason` (a token never outlives its creator's
+    membership), the row deleted."""
     audit_record(
-        action="member.left",
-        actor=membership.user,
-        team=membership.team,
-        target=membership.user,
-        before={"role": membership.role},
+        action=action, actor=actor, team=membership.team, target=membership.user, before={"role": membership.role}
     )
-    _revoke_tokens_of(membership, reason="Its creator left the team.", actor=membership.user)
+    _revoke_tokens(ManagementToken.objects.filter(membership=membership), reason=reason, actor=actor)
     membership.delete()
 
 
@@ -349,9 +322,7 @@ def invitation_create(*, team: Team, email: str, role: str, invited_by: Membersh
             Team.objects.select_for_update().filter(pk=team.pk).first()  # one sender at a time: the count holds
             _check_may_send_invitation(team=team, inviter=invited_by.user, now=now)
             # An expired invitation still counts as open in the constraint: close it so a new one can be sent.
-            Invitation.objects.filter(
-                team=team, email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__lte=now
-            ).update(revoked_at=now)
+            Invitation.objects.filter(team=team, email__iexact=email, expires_at__lte=now).open().update(revoked_at=now)
             invitation = Invitation.objects.create(
                 team=team,
                 email=email,
@@ -385,7 +356,7 @@ def invitation_resend(*, invitation: Invitation, actor: Membership) -> str:
     """Send the invitation again with a new link (the old one stops working) and a fresh 7-day expiry."""
     Team.objects.select_for_update().filter(pk=invitation.team_id).first()  # the team first, as invitation_create
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
-    if invitation.status not in ("pending", "expired"):
+    if not invitation.is_open:
         raise ServiceError("not_pending", f"This invitation was already {invitation.status}.", status=409)
     now = timezone.now()
     wait = invitation.last_sent_at + INVITATION_RESEND_INTERVAL - now
@@ -410,7 +381,7 @@ def invitation_resend(*, invitation: Invitation, actor: Membership) -> str:
 @transaction.atomic
 def invitation_revoke(*, invitation: Invitation, actor: Membership) -> None:
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
-    if invitation.status != "pending" and invitation.status != "expired":
+    if not invitation.is_open:
         raise ServiceError("not_pending", f"This invitation was already {invitation.status}.", status=409)
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
@@ -423,25 +394,19 @@ def invitation_revoke(*, invitation: Invitation, actor: Membership) -> None:
     )
 
 
-def invitation_by_token(token: str) -> Invitation | None:
-    if not token or len(token) > 128:
-        return None
-    return Invitation.objects.select_related("team", "invited_by").filter(token_hash=sha256_hex(token)).first()
-
-
 @transaction.atomic
 def invitation_accept(*, token: str, user: User) -> Membership:
     """Accept an invitation: single use, unexpired, and only by the invited email address."""
-    found = invitation_by_token(token)
+    found = invitation_by_token(token=token)
     if found is None:
         raise ServiceError("invalid_invitation", "This invitation link is not valid.", status=404)
     invitation = Invitation.objects.select_for_update().select_related("team").get(pk=found.pk)
     status = invitation.status
-    if status == "accepted":
+    if status == Invitation.Status.ACCEPTED:
         raise ServiceError("invitation_used", "This invitation has already been used.", status=410)
-    if status == "revoked":
+    if status == Invitation.Status.REVOKED:
         raise ServiceError("invitation_revoked", "This invitation was withdrawn.", status=410)
-    if status == "expired":
+    if status == Invitation.Status.EXPIRED:
         raise ServiceError("invitation_expired", "This invitation has expired. Ask for a new one.", status=410)
     if user.email.lower() != invitation.email.lower():
         raise ServiceError(
@@ -547,7 +512,7 @@ def management_token_revoke(*, token: ManagementToken, actor: User | None, reaso
     )
 
 
-def _revoke_tokens_of(membership: Membership, *, reason: str, actor: User) -> None:
-    """A token never outlives its creator's membership (inside the transaction that ends the membership)."""
-    for token in ManagementToken.objects.filter(membership=membership, revoked_at__isnull=True):
+def _revoke_tokens(tokens: QuerySet[ManagementToken], *, reason: str, actor: User) -> None:
+    """Revoke those of `tokens` not revoked yet, one audit event each (inside the caller's transaction)."""
+    for token in tokens.filter(revoked_at__isnull=True):
         management_token_revoke(token=token, actor=actor, reason=reason)

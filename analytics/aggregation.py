@@ -26,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError, connection, transaction
+from django.db.backends.utils import CursorWrapper
 from psycopg.errors import DeadlockDetected
 
 from analytics.histogram import SQL_BUCKET
+from analytics.models import ROLLUP_COUNTERS
 from analytics.partitions import ensure_all_partitions_today
 from analytics.summaries import grouped_columns, grouping_sets
 from endpoints.services import api_keys_mark_used
@@ -40,23 +42,33 @@ DEFAULT_MAX_BATCHES = 400
 DEFAULT_MAX_RECORDS = 1_000_000
 DIMS = "team_id, endpoint_id, key_id, service, method, region"
 CONFLICT = f"bucket, {DIMS}"
-COUNTERS = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "status_2xx", "status_3xx",
-            "status_4xx", "status_5xx", "latency_sum_ms", "req_bytes", "resp_bytes", "units", "input_tokens",
-            "output_tokens")  # fmt: skip
+
+
+def _measures(latency: bool) -> tuple[str, str]:
+    """The measure columns of a rollup (counters and latency max) or histogram table, and their sums over rows."""
+    if latency:
+        return "le, count", "le, sum(count)"
+    columns = ", ".join(ROLLUP_COUNTERS) + ", latency_max_ms"
+    sums = ", ".join(f"sum({c})" for c in ROLLUP_COUNTERS) + ", max(latency_max_ms)"
+    return columns, sums
+
+
+def _added(table: str) -> str:
+    """ON CONFLICT … DO UPDATE SET: a rollup row plus the incoming one (counters add, the latency max is kept)."""
+    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in ROLLUP_COUNTERS)
+    return f"{updates},\n        latency_max_ms = GREATEST({table}.latency_max_ms, EXCLUDED.latency_max_ms)"
 
 
 def _rollup_upsert(table: str, grain: str, where: str = "") -> str:
     """Add the minute groups of `m` into a rollup table at `grain` (minute / hour / day)."""
-    sums = ", ".join(f"sum({c})" for c in COUNTERS)
-    updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in COUNTERS)
+    columns, sums = _measures(latency=False)
     return f"""
-    INSERT INTO {table} (bucket, {DIMS}, {", ".join(COUNTERS)}, latency_max_ms)
-    SELECT date_trunc('{grain}', bucket), {DIMS}, {sums}, max(latency_max_ms)
+    INSERT INTO {table} (bucket, {DIMS}, {columns})
+    SELECT date_trunc('{grain}', bucket), {DIMS}, {sums}
     FROM m {where}
     GROUP BY 1, {DIMS}
     ORDER BY 1, {DIMS}
-    ON CONFLICT ({CONFLICT}) DO UPDATE SET {updates},
-        latency_max_ms = GREATEST({table}.latency_max_ms, EXCLUDED.latency_max_ms)
+    ON CONFLICT ({CONFLICT}) DO UPDATE SET {_added(table)}
     RETURNING 1"""
 
 
@@ -77,16 +89,12 @@ SUMMARY_DIMS = "cube, endpoint_id, key_id, service, method, region, bucket, team
 
 def _summary_upsert(table: str, latency: bool, where: str) -> str:
     """Add the late groups of `m` (counters) or `h` (histograms) into the hour summaries, every cube at once."""
+    columns, select = _measures(latency)
     if latency:
-        columns, select, source, key, le = "le, count", "le, sum(count)", "h", f"{SUMMARY_KEY}, le", ", le"
+        source, key, le = "h", f"{SUMMARY_KEY}, le", ", le"
         updates = f"count = {table}.count + EXCLUDED.count"
     else:
-        columns = ", ".join(COUNTERS) + ", latency_max_ms"
-        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
-        source, key, le = "m", SUMMARY_KEY, ""
-        updates = ", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in COUNTERS) + (
-            f", latency_max_ms = GREATEST({table}.latency_max_ms, EXCLUDED.latency_max_ms)"
-        )
+        source, key, le, updates = "m", SUMMARY_KEY, "", _added(table)
     return f"""
     INSERT INTO {table} ({SUMMARY_DIMS}, {columns})
     SELECT {grouped_columns()}, date_trunc('hour', bucket), team_id, {select}
@@ -130,7 +138,7 @@ WITH g AS MATERIALIZED (
     GROUP BY 1, {DIMS}, le
 ),
 m AS MATERIALIZED (
-    SELECT bucket, {DIMS}, {", ".join(f"sum({c}) AS {c}" for c in COUNTERS)},
+    SELECT bucket, {DIMS}, {", ".join(f"sum({c}) AS {c}" for c in ROLLUP_COUNTERS)},
         max(latency_max_ms) AS latency_max_ms, max(last_ts) AS last_ts
     FROM g
     GROUP BY bucket, {DIMS}
@@ -163,13 +171,8 @@ FROM m GROUP BY key_id
 
 def _recompute(table_from: str, table_to: str, grain: str, latency: bool) -> str:
     """Replace the rows of the claimed buckets in table_to with the sums of table_from's rows inside them."""
-    if latency:
-        columns, select = "le, count", "le, sum(count)"
-        group = f"{DIMS}, le"
-    else:
-        columns = ", ".join(COUNTERS) + ", latency_max_ms"
-        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
-        group = DIMS
+    columns, select = _measures(latency)
+    group = f"{DIMS}, le" if latency else DIMS
     return f"""
     DELETE FROM {table_to} WHERE bucket = ANY(%(buckets)s);
     INSERT INTO {table_to} (bucket, {DIMS}, {columns})
@@ -182,12 +185,8 @@ def _recompute(table_from: str, table_to: str, grain: str, latency: bool) -> str
 
 def _summarize_hours(table_from: str, table_to: str, latency: bool) -> str:
     """Replace the claimed hours of a summary table with every cube of the (just recomputed) hour rollups."""
-    if latency:
-        columns, select, le = "le, count", "le, sum(count)", ", le"
-    else:
-        columns = ", ".join(COUNTERS) + ", latency_max_ms"
-        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
-        le = ""
+    columns, select = _measures(latency)
+    le = ", le" if latency else ""
     return f"""
     DELETE FROM {table_to} WHERE bucket = ANY(%(buckets)s);
     INSERT INTO {table_to} ({SUMMARY_DIMS}, {columns})
@@ -200,12 +199,8 @@ def _summarize_hours(table_from: str, table_to: str, latency: bool) -> str:
 
 def _summarize_days(table_from: str, table_to: str, latency: bool) -> str:
     """Replace the claimed days of a summary table with the sums of its hours (cube by cube)."""
-    if latency:
-        columns, select, le = "le, count", "le, sum(count)", ", le"
-    else:
-        columns = ", ".join(COUNTERS) + ", latency_max_ms"
-        select = ", ".join(f"sum({c})" for c in COUNTERS) + ", max(latency_max_ms)"
-        le = ""
+    columns, select = _measures(latency)
+    le = ", le" if latency else ""
     return f"""
     DELETE FROM {table_to} WHERE bucket = ANY(%(buckets)s);
     INSERT INTO {table_to} ({SUMMARY_KEY}, {columns})
@@ -312,14 +307,15 @@ class RunResult:
     full: bool = False  # the run took as much as its budget allowed: more may be waiting
 
 
-def _candidates(cursor: object, max_batches: int, max_records: int) -> tuple[list[int], bool]:
+def _candidates(cursor: CursorWrapper, max_batches: int, max_records: int) -> tuple[list[int], bool]:
     """The oldest pending batches that fit the run's budget (at least one), and whether the budget is used up."""
-    cursor.execute(  # type: ignore[attr-defined]
+    cursor.execute(
         "SELECT id, record_count FROM analytics_ingestbatch WHERE aggregated_at IS NULL ORDER BY id LIMIT %s",
         [max_batches],
     )
-    rows = cursor.fetchall()  # type: ignore[attr-defined]
-    chosen, records = [], 0
+    rows = cursor.fetchall()
+    chosen: list[int] = []
+    records = 0
     for batch_id, count in rows:
         if chosen and records + count > max_records:
             return chosen, True

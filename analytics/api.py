@@ -6,13 +6,14 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.api import TeamAPIView
 from accounts.permissions import allows
+from accounts.requests import TeamAPIRequest
 from analytics import dashboard, selectors
 from analytics.dashboard import BREAKDOWNS
+from analytics.models import ROLLUP_COUNTERS
 from project.params import parse_int
 
 FILTERS = [
@@ -27,25 +28,8 @@ FILTERS = [
     OpenApiParameter("region", str),
     OpenApiParameter("status", str, enum=["2xx", "3xx", "4xx", "5xx"], description="Count only this status class."),
 ]
-COUNTERS = {
-    name: serializers.IntegerField()
-    for name in (
-        "requests",
-        "successes",
-        "errors_user",
-        "errors_upstream",
-        "errors_gateway",
-        "status_2xx",
-        "status_3xx",
-        "status_4xx",
-        "status_5xx",
-        "req_bytes",
-        "resp_bytes",
-        "units",
-        "input_tokens",
-        "output_tokens",
-    )
-}
+# The counters as whole numbers: latency_sum_ms is reported as latency_avg_ms instead.
+COUNTERS = {name: serializers.IntegerField() for name in ROLLUP_COUNTERS if name != "latency_sum_ms"}
 
 
 class InvalidQuery(Exception):  # noqa: N818 - turned into a 400 right below
@@ -55,9 +39,9 @@ class InvalidQuery(Exception):  # noqa: N818 - turned into a 400 right below
 class UsageAPIView(TeamAPIView):
     required_actions = {"GET": "usage.view"}
 
-    def query(self, request: Request) -> dashboard.Query:
-        show_key_ids = allows(request.membership, "keys.view")  # type: ignore[attr-defined]
-        query = dashboard.parse(request.query_params, team=request.team, user_tz="UTC", show_key_ids=show_key_ids)  # type: ignore[attr-defined]
+    def query(self, request: TeamAPIRequest) -> dashboard.Query:
+        show_key_ids = allows(request.membership, "keys.view")
+        query = dashboard.parse(request.query_params, team=request.team, user_tz="UTC", show_key_ids=show_key_ids)
         if query.errors:
             raise InvalidQuery(list(query.errors))
         return query
@@ -99,14 +83,13 @@ class UsageSummaryAPI(UsageAPIView):
         ),
         tags=["usage"],
     )
-    def get(self, request: Request, team_slug: str) -> Response:
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
         query = self.query(request)
-        grain = query.step if query.step != "day" else "hour"
         totals = selectors.usage_totals(
-            team=request.team,  # type: ignore[attr-defined]
+            team=request.team,
             start=query.start,
             end=query.end,
-            grain=grain,
+            grain=query.grain,
             filters=query.filters,
             quantiles=(0.5, 0.9, 0.95, 0.99),
         )
@@ -146,7 +129,7 @@ class UsageSeriesAPI(UsageAPIView):
         ),
         tags=["usage"],
     )
-    def get(self, request: Request, team_slug: str) -> Response:
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
         query = self.query(request)
         group_by = request.query_params.get("group_by") or None
         if group_by and group_by not in BREAKDOWNS:
@@ -156,22 +139,23 @@ class UsageSeriesAPI(UsageAPIView):
             start=query.start,
             end=query.end,
             step=query.step,
-            filters=query.filters,  # type: ignore[attr-defined]
+            filters=query.filters,
             group_by=group_by,
             tz=query.tz,
         )
         column = selectors.DIMENSIONS[group_by] if group_by else None
-        ids = [r[column] for r in rows]
         labels: dict[Any, str] = {}
-        if group_by == "endpoint" or (group_by == "key" and query.show_key_ids):
-            labels = dashboard.public_ids_for(group_by, ids)
-        elif group_by == "key":  # a role without keys.view: the key's name, never its id
-            labels = dashboard.names_for("key", ids, key_ids=False)
+        if column:
+            ids = [r[column] for r in rows]
+            if group_by == "endpoint" or (group_by == "key" and query.show_key_ids):
+                labels = dashboard.public_ids_for(group_by, ids)
+            elif group_by == "key":  # a role without keys.view: the key's name, never its id
+                labels = dashboard.names_for("key", ids, key_ids=False)
         points = []
         for row in rows:
             point: dict[str, Any] = {"t": row["t"]}
-            if column:
-                point[group_by] = labels.get(row[column], row[column])  # type: ignore[index]
+            if group_by and column:
+                point[group_by] = labels.get(row[column], row[column])
             point.update({name: row[name] or 0 for name in COUNTERS})
             points.append(point)
         return Response({**_window(query), "group_by": group_by, "points": points})
@@ -197,14 +181,14 @@ class UsageBreakdownAPI(UsageAPIView):
         ),
         tags=["usage"],
     )
-    def get(self, request: Request, team_slug: str) -> Response:
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
         query = self.query(request)
         by = request.query_params.get("by", "")
         limit = request.query_params.get("limit", "10")
         rows_wanted = parse_int(limit, minimum=1, maximum=100)
         if by not in BREAKDOWNS or rows_wanted is None:
             raise InvalidQuery([f"by must be one of {', '.join(BREAKDOWNS)}; limit 1–100"])
-        rows = dashboard.breakdown_table(team=request.team, query=query, by=by, limit=rows_wanted)  # type: ignore[attr-defined]
+        rows = dashboard.breakdown_table(team=request.team, query=query, by=by, limit=rows_wanted)
         return Response(
             {
                 "by": by,
@@ -240,7 +224,7 @@ class UsageLatencyAPI(UsageAPIView):
         ),
         tags=["usage"],
     )
-    def get(self, request: Request, team_slug: str) -> Response:
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
         query = self.query(request)
         rows = selectors.latency_series(
             team=request.team,
@@ -248,7 +232,7 @@ class UsageLatencyAPI(UsageAPIView):
             end=query.end,
             step=query.step,
             filters=query.filters,
-            tz=query.tz,  # type: ignore[attr-defined]
+            tz=query.tz,
         )
         points = [{"t": r["t"], "p50_ms": r.get(0.5), "p90_ms": r.get(0.9), "p99_ms": r.get(0.99)} for r in rows]
         return Response({**_window(query), "points": points})

@@ -4,18 +4,20 @@ reproduces the view) and validated; and the panels' data, built from the usage s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.http import QueryDict
 from django.utils import timezone
 
+from accounts.models import Team
+from analytics import params as url
 from analytics import selectors
 from analytics.selectors import STATUS_CLASSES, UsageFilter
-from project.params import EARLIEST_YEAR, LATEST_YEAR, is_time_zone, parse_local_datetime
+from project.params import EARLIEST_YEAR, LATEST_YEAR, parse_local_datetime
 
 RANGES: dict[str, tuple[timedelta, str, str]] = {
     "1h": (timedelta(hours=1), "minute", "Last hour"),
@@ -58,8 +60,13 @@ class Query:
         return replace(self, start=self.start - self.span, end=self.start)
 
     def querystring(self, **overrides: str | None) -> str:
-        params = {**self.params, **overrides}
-        return urlencode({k: v for k, v in params.items() if v})
+        return url.querystring(self.params, overrides)
+
+    @property
+    def grain(self) -> str:
+        """The rollups totals and breakdowns read: local days are summed from hours (whole UTC days among them
+        still come from day rows, selectors._spans)."""
+        return "hour" if self.step == "day" else self.step
 
     @property
     def title(self) -> str:
@@ -104,9 +111,9 @@ def bucket_starts(query: Query) -> list[datetime]:
 
 
 def parse(
-    data: QueryDict | dict[str, str],
+    data: QueryDict | Mapping[str, str],
     *,
-    team: Any,
+    team: Team | None,
     user_tz: str = "UTC",
     fixed: dict[str, str] | None = None,
     now: datetime | None = None,
@@ -115,69 +122,60 @@ def parse(
     """The dashboard query from URL parameters. Bad values are dropped with a message, never a 500.
 
     show_key_ids=False (a role without keys.view): keys are shown by name only, and a key filter is refused."""
-    from endpoints.models import ApiKey, Endpoint, Service
-
     now = now or timezone.now()
     get = data.get
     errors: list[str] = []
     params: dict[str, str] = {}
 
-    tz = get("tz") or user_tz or "UTC"
-    if not is_time_zone(tz):
-        errors.append(f"Unknown time zone {tz[:64]!r}; showing UTC.")
-        tz = "UTC"
-    params["tz"] = tz
+    tz = params["tz"] = url.time_zone(get("tz"), default=user_tz, errors=errors)
 
     range_key = get("range") or DEFAULT_RANGE
-    start = end = None
+    custom: tuple[datetime, datetime] | None = None
     if range_key == "custom":
-        start = parse_local_datetime(get("start"), tz)
-        end = parse_local_datetime(get("end"), tz)
-        if start is None or end is None or start >= end:
+        first, last = parse_local_datetime(get("start"), tz), parse_local_datetime(get("end"), tz)
+        if first is None or last is None or first >= last:
             errors.append(
                 f"A custom range needs a start before its end (YYYY-MM-DDTHH:MM, years {EARLIEST_YEAR}–{LATEST_YEAR}); "
                 "showing the last 24 hours."
             )
             range_key = DEFAULT_RANGE
-        elif end - start > timedelta(days=400):
+        elif last - first > timedelta(days=400):
             errors.append("A custom range can span at most 400 days; showing the last 24 hours.")
             range_key = DEFAULT_RANGE
         else:
+            custom = (first, last)
             params["start"], params["end"] = get("start") or "", get("end") or ""
     if range_key != "custom" and range_key not in RANGES:
         errors.append(f"Unknown range {range_key[:32]!r}; showing the last 24 hours.")
         range_key = DEFAULT_RANGE
-    if range_key in RANGES:
+    if custom is None:
         span, step, _label = RANGES[range_key]
         end = _next(_floor(now, step, tz), step, tz)  # include the bucket in progress
         start = end - span
     else:
-        step = step_for(end - start)  # type: ignore[operator]
+        start, end = custom
+        step = step_for(end - start)
     params["range"] = range_key
 
     values = {**{k: (get(k) or "") for k in FILTER_PARAMS}, **(fixed or {})}
     labels: dict[str, str] = {}
+    own = url.own_filters(
+        team=team,
+        endpoint=values["endpoint"],
+        key=values["key"],
+        show_key_ids=show_key_ids,
+        params=params,
+        errors=errors,
+    )
     endpoint_ids: tuple[int, ...] = ()
     key_ids: tuple[int, ...] = ()
-    if values["endpoint"]:
-        endpoint = Endpoint.objects.filter(team=team, public_id=values["endpoint"]).values_list("pk", "name").first()
-        if endpoint is None:
-            errors.append("That endpoint is not one of this team's; the filter was removed.")
-        else:
-            endpoint_ids, labels["endpoint"] = (endpoint[0],), endpoint[1]
-            params["endpoint"] = values["endpoint"]
-    if values["key"] and not show_key_ids:
-        errors.append("Your role does not show API keys, so the key filter was removed.")
-    elif values["key"]:
-        key = ApiKey.objects.filter(team=team, key_id=values["key"]).values_list("pk", "name").first()
-        if key is None:
-            errors.append("That key is not one of this team's; the filter was removed.")
-        else:
-            key_ids, labels["key"] = (key[0],), key[1]
-            params["key"] = values["key"]
+    if own.endpoint:
+        endpoint_ids, labels["endpoint"] = (own.endpoint.pk,), own.endpoint.name
+    if own.key:
+        key_ids, labels["key"] = (own.key.pk,), own.key.name
     services: tuple[str, ...] = ()
     if values["service"]:
-        name = Service.objects.filter(pk=values["service"]).values_list("name", flat=True).first()
+        name = selectors.service_name(service_id=values["service"])
         if name is None:
             errors.append(f"Unknown service {values['service']!r}; the filter was removed.")
         else:
@@ -195,13 +193,15 @@ def parse(
         status = None
     if status:
         params["status"] = labels["status"] = status
-    stack = get("stack") if get("stack") in ("service", "endpoint") else "service"
+    stack = get("stack") or "service"
+    if stack not in ("service", "endpoint"):
+        stack = "service"
     if stack != "service":
         params["stack"] = stack
     return Query(
         range_key=range_key,
-        start=start,  # type: ignore[arg-type]
-        end=end,  # type: ignore[arg-type]
+        start=start,
+        end=end,
         step=step,
         tz=tz,
         filters=UsageFilter(endpoint_ids, key_ids, services, methods, regions),
@@ -227,24 +227,27 @@ def _change(now: float | None, before: float | None) -> float | None:
     return (now - before) / before
 
 
-def _requests_of(row: dict[str, Any], status: str | None) -> int:
+def _requests_of(row: Mapping[str, Any], status: str | None) -> int:
     return int(row[STATUS_CLASSES[status]] if status else row["requests"]) if row else 0
 
 
-def _series_values(rows: list[dict[str, Any]], starts: list[datetime], value: Any) -> list[Any]:
+def _series_values(
+    rows: Iterable[Mapping[Any, Any]], starts: list[datetime], value: Callable[[Mapping[Any, Any]], Any]
+) -> list[Any]:
     by_bucket = {row["t"]: row for row in rows}
     return [value(by_bucket[s]) if s in by_bucket else None for s in starts]
 
 
-def cards(*, team: Any, query: Query) -> dict[str, Any]:
+def cards(*, team: Team | None, query: Query) -> dict[str, Any]:
     """The headline numbers, their change against the previous period, and sparklines."""
-    grain = query.step if query.step != "day" else "hour"  # day buckets follow the time zone: hours add up exactly
-    current = selectors.usage_totals(team=team, start=query.start, end=query.end, grain=grain, filters=query.filters)
+    current = selectors.usage_totals(
+        team=team, start=query.start, end=query.end, grain=query.grain, filters=query.filters
+    )
     before = selectors.usage_totals(
-        team=team, start=query.start - query.span, end=query.start, grain=grain, filters=query.filters
+        team=team, start=query.start - query.span, end=query.start, grain=query.grain, filters=query.filters
     )
     starts = bucket_starts(query)
-    fields = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "units")
+    fields: tuple[str, ...] = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "units")
     if query.status:
         fields += (STATUS_CLASSES[query.status],)
     rows = selectors.usage_series(
@@ -305,16 +308,16 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def requests_chart(*, team: Any, query: Query, top: int | None = TOP_SERIES) -> dict[str, Any]:
+def requests_chart(*, team: Team | None, query: Query, top: int | None = TOP_SERIES) -> dict[str, Any]:
     """Requests per bucket, one series per service (or endpoint), largest first: the `top` largest and the
     rest summed into "Other" (more stacked series than colours cannot be told apart); top=None keeps all.
     Two queries: the groups' totals, then the series of the largest (and of the rest, as one)."""
     starts = bucket_starts(query)
     counted = STATUS_CLASSES[query.status] if query.status else "requests"
-    grain = query.step if query.step != "day" else "hour"
     totals = selectors.usage_breakdown(
-        team=team, start=query.start, end=query.end, by=query.stack, grain=grain, filters=query.filters, limit=None
-    )
+        team=team, start=query.start, end=query.end, by=query.stack, grain=query.grain, filters=query.filters,
+        limit=None,
+    )  # fmt: skip
     column = selectors.DIMENSIONS[query.stack]
     ordered = [row[column] for row in sorted(totals, key=lambda row: (-row[counted], str(row[column])))]
     shown, rest = ordered, []
@@ -339,20 +342,24 @@ def requests_chart(*, team: Any, query: Query, top: int | None = TOP_SERIES) -> 
             "x": [_epoch(s) for s in starts], "series": series}  # fmt: skip
 
 
-def latency_chart(*, team: Any, query: Query) -> dict[str, Any]:
+def latency_chart(*, team: Team | None, query: Query) -> dict[str, Any]:
     starts = bucket_starts(query)
     rows = selectors.latency_series(
         team=team, start=query.start, end=query.end, step=query.step, filters=query.filters, tz=query.tz
     )
+
+    def ms(quantile: float) -> Callable[[Mapping[Any, Any]], float | None]:
+        return lambda r: round(r[quantile], 2) if r.get(quantile) else None
+
     series = [
-        {"label": label, "values": _series_values(rows, starts, lambda r, q=q: round(r[q], 2) if r.get(q) else None)}
+        {"label": label, "values": _series_values(rows, starts, ms(q))}
         for label, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
     ]
     return {"kind": "lines", "unit": "ms", "scale": "log", "tz": query.tz, "step": query.step,
             "x": [_epoch(s) for s in starts], "series": series}  # fmt: skip
 
 
-def errors_chart(*, team: Any, query: Query) -> dict[str, Any]:
+def errors_chart(*, team: Team | None, query: Query) -> dict[str, Any]:
     """Error rate per bucket by class, as a percentage of that bucket's requests."""
     starts = bucket_starts(query)
     rows = selectors.usage_series(
@@ -360,7 +367,7 @@ def errors_chart(*, team: Any, query: Query) -> dict[str, Any]:
         fields=("requests", "errors_user", "errors_upstream", "errors_gateway"),
     )  # fmt: skip
 
-    def pct(column: str) -> Any:
+    def pct(column: str) -> Callable[[Mapping[Any, Any]], float | None]:
         return lambda r: round(100 * r[column] / r["requests"], 3) if r["requests"] else None
 
     series = [
@@ -371,16 +378,15 @@ def errors_chart(*, team: Any, query: Query) -> dict[str, Any]:
             "x": [_epoch(s) for s in starts], "series": series}  # fmt: skip
 
 
-def breakdown_table(*, team: Any, query: Query, by: str, limit: int = 10) -> list[dict[str, Any]]:
+def breakdown_table(*, team: Team | None, query: Query, by: str, limit: int = 10) -> list[dict[str, Any]]:
     """Top values of a dimension with their requests, error rate and p95 (two queries)."""
-    grain = query.step if query.step != "day" else "hour"  # local days: hours (whole UTC days come from day rows)
     rows = selectors.usage_breakdown(
-        team=team, start=query.start, end=query.end, by=by, grain=grain, filters=query.filters, limit=limit
+        team=team, start=query.start, end=query.end, by=by, grain=query.grain, filters=query.filters, limit=limit
     )
     column = selectors.DIMENSIONS[by]
     values = [row[column] for row in rows]
     p95 = selectors.latency_percentiles_by(
-        team=team, start=query.start, end=query.end, by=by, values=values, grain=grain, filters=query.filters
+        team=team, start=query.start, end=query.end, by=by, values=values, grain=query.grain, filters=query.filters
     )
     names = names_for(by, values, key_ids=query.show_key_ids)
     public = public_ids_for(by, values, key_ids=query.show_key_ids)

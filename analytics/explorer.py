@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -21,32 +20,19 @@ from django.db import connection
 from django.http import QueryDict
 from django.utils import timezone
 
-from analytics.models import ERROR_CLASS_NAMES
-from project.params import in_range, is_time_zone, parse_local_datetime
+from accounts.models import Team
+from analytics import params as url
+from analytics.models import ERROR_CLASS_NAMES, RELAY_COLUMNS
+from project.params import in_range, parse_local_datetime
 
 WINDOWS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(hours=24)}
 DEFAULT_WINDOW = "1h"
 PAGE_SIZE = 50
 CSV_CAP = 100_000
 STATUS_RANGES = {"2xx": (200, 299), "3xx": (300, 399), "4xx": (400, 499), "5xx": (500, 599)}
-COLUMNS = (
-    "ts",
-    "batch_id",
-    "relay_id",
-    "endpoint_id",
-    "key_id",
-    "service",
-    "method",
-    "region",
-    "status",
-    "error_class",
-    "latency_ms",
-    "req_bytes",
-    "resp_bytes",
-    "units",
-    "input_tokens",
-    "output_tokens",
-)
+COLUMNS = tuple(column for column in RELAY_COLUMNS if column != "team_id")  # every read is of one team's relays
+# Exported as stored, after the relay's time, id, endpoint, key and error class (which the CSV names).
+CSV_AS_STORED = ("latency_ms", "req_bytes", "resp_bytes", "units", "input_tokens", "output_tokens")
 
 
 @dataclass
@@ -67,8 +53,7 @@ class Search:
     show_key_ids: bool = True  # False for roles without keys.view: key names only (a key id can be a credential)
 
     def querystring(self, **overrides: str | None) -> str:
-        params = {**self.params, **overrides}
-        return urlencode({k: v for k, v in params.items() if v})
+        return url.querystring(self.params, overrides)
 
     @property
     def retention_start(self) -> datetime:
@@ -98,81 +83,85 @@ def decode_cursor(value: str) -> tuple[datetime, int, str] | None:
 
 
 def parse(
-    data: QueryDict | dict[str, str],
+    data: QueryDict | Mapping[str, str],
     *,
-    team: Any,
+    team: Team,
     user_tz: str = "UTC",
     now: datetime | None = None,
     show_key_ids: bool = True,
 ) -> Search:
-    from endpoints.models import ApiKey, Endpoint
-
     now = now or timezone.now()
     get = data.get
     errors: list[str] = []
-    tz = get("tz") or user_tz or "UTC"
-    if not is_time_zone(tz):
-        errors.append(f"Unknown time zone {tz[:64]!r}; showing UTC.")
-        tz = "UTC"
+    tz = url.time_zone(get("tz"), default=user_tz, errors=errors)
     params: dict[str, str] = {"tz": tz}
     window = get("window") or DEFAULT_WINDOW
-    start = end = None
+    custom: tuple[datetime, datetime] | None = None
     if window == "custom":
-        start, end = parse_local_datetime(get("start"), tz), parse_local_datetime(get("end"), tz)
-        if start is None or end is None or start >= end or end - start > timedelta(days=2):
+        first, last = parse_local_datetime(get("start"), tz), parse_local_datetime(get("end"), tz)
+        if first is None or last is None or first >= last or last - first > timedelta(days=2):
             errors.append("A custom window needs a start before its end, at most 2 days apart; showing the last hour.")
             window = DEFAULT_WINDOW
         else:
+            custom = (first, last)
             params["start"], params["end"] = get("start") or "", get("end") or ""
-    if window != "custom":
+    if custom is None:
         if window not in WINDOWS:
             errors.append(f"Unknown window {window[:32]!r}; showing the last hour.")
             window = DEFAULT_WINDOW
-        end = now + timedelta(minutes=5)  # relays may be stamped a little ahead of our clock
-        start = now - WINDOWS[window]
+        # Relays may be stamped a little ahead of our clock.
+        start, end = now - WINDOWS[window], now + timedelta(minutes=5)
+    else:
+        start, end = custom
     params["window"] = window
-    search = Search(start=start, end=end, tz=tz, window=window, params=params, errors=errors, show_key_ids=show_key_ids)  # type: ignore[arg-type]
-    if get("endpoint"):
-        pk = Endpoint.objects.filter(team=team, public_id=get("endpoint")).values_list("pk", flat=True).first()
-        if pk is None:
-            errors.append("That endpoint is not one of this team's; the filter was removed.")
-        else:
-            search.endpoint_pk, params["endpoint"] = pk, get("endpoint")  # type: ignore[assignment]
-    if get("key") and not show_key_ids:
-        errors.append("Your role does not show API keys, so the key filter was removed.")
-    elif get("key"):
-        pk = ApiKey.objects.filter(team=team, key_id=get("key")).values_list("pk", flat=True).first()
-        if pk is None:
-            errors.append("That key is not one of this team's; the filter was removed.")
-        else:
-            search.key_pk, params["key"] = pk, get("key")  # type: ignore[assignment]
-    for name in ("service", "method"):
-        if get(name):
-            value = (get(name) or "")[:128]
-            setattr(search, name, value)
-            params[name] = value
-    if get("status"):
-        if get("status") in STATUS_RANGES:
-            search.status = params["status"] = get("status")  # type: ignore[assignment]
-        else:
-            errors.append("Status must be 2xx, 3xx, 4xx or 5xx.")
+    own = url.own_filters(
+        team=team, endpoint=get("endpoint"), key=get("key"), show_key_ids=show_key_ids, params=params, errors=errors
+    )
+    service, method = (get("service") or "")[:128] or None, (get("method") or "")[:128] or None
+    if service:
+        params["service"] = service
+    if method:
+        params["method"] = method
+    status = get("status") or None
+    if status and status not in STATUS_RANGES:
+        errors.append("Status must be 2xx, 3xx, 4xx or 5xx.")
+        status = None
+    if status:
+        params["status"] = status
+    min_latency_ms = None
     if get("min_latency"):
         try:
             minimum = float(get("min_latency") or 0)
             if not math.isfinite(minimum):
                 raise ValueError(minimum)
-            search.min_latency_ms = max(0.0, minimum)
+            min_latency_ms = max(0.0, minimum)
             params["min_latency"] = get("min_latency") or ""
         except ValueError:
             errors.append("Minimum latency must be a number of milliseconds.")
+    cursor = None
     if get("cursor"):
-        search.cursor = decode_cursor(get("cursor") or "")
-        if search.cursor is None:
+        cursor = decode_cursor(get("cursor") or "")
+        if cursor is None:
             errors.append("That page link is broken; showing the newest relays.")
-    return search
+    return Search(
+        start=start,
+        end=end,
+        tz=tz,
+        window=window,
+        endpoint_pk=own.endpoint.pk if own.endpoint else None,
+        key_pk=own.key.pk if own.key else None,
+        service=service,
+        method=method,
+        status=status,
+        min_latency_ms=min_latency_ms,
+        cursor=cursor,
+        params=params,
+        errors=errors,
+        show_key_ids=show_key_ids,
+    )
 
 
-def _where(team: Any, search: Search) -> tuple[str, list[Any]]:
+def _where(team: Team, search: Search) -> tuple[str, list[Any]]:
     clauses = ["team_id = %s", "ts >= %s", "ts < %s"]
     args: list[Any] = [team.pk, search.start, search.end]
     for column, value in (
@@ -194,7 +183,7 @@ def _where(team: Any, search: Search) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), args
 
 
-def _rows(team: Any, search: Search, *, limit: int, after: tuple[datetime, int, str] | None) -> list[dict[str, Any]]:
+def _rows(team: Team, search: Search, *, limit: int, after: tuple[datetime, int, str] | None) -> list[dict[str, Any]]:
     where, args = _where(team, search)
     if after is not None:
         where += " AND (ts, batch_id, relay_id) < (%s, %s, %s)"
@@ -232,7 +221,7 @@ class Page:
     next_cursor: str | None
 
 
-def page(*, team: Any, search: Search, size: int = PAGE_SIZE) -> Page:
+def page(*, team: Team, search: Search, size: int = PAGE_SIZE) -> Page:
     rows = _rows(team, search, limit=size + 1, after=search.cursor)
     more = len(rows) > size
     rows = rows[:size]
@@ -241,25 +230,11 @@ def page(*, team: Any, search: Search, size: int = PAGE_SIZE) -> Page:
     return Page(rows, encode_cursor(last["ts"], last["batch_id"], last["relay_id"]) if last else None)
 
 
-def csv_rows(*, team: Any, search: Search, cap: int = CSV_CAP) -> Iterator[list[Any]]:
+def csv_rows(*, team: Team, search: Search, cap: int = CSV_CAP) -> Iterator[list[Any]]:
     """The explorer's current filter as CSV rows, newest first, streamed in pages; capped with a note."""
-    yield [
-        f"ts ({search.tz})",
-        "relay_id",
-        "endpoint",
-        "key_id" if search.show_key_ids else "key",
-        "service",
-        "method",
-        "region",
-        "status",
-        "error_class",
-        "latency_ms",
-        "req_bytes",
-        "resp_bytes",
-        "units",
-        "input_tokens",
-        "output_tokens",
-    ]
+    key_column = "key_id" if search.show_key_ids else "key"
+    yield [f"ts ({search.tz})", "relay_id", "endpoint", key_column, "service", "method", "region", "status",
+           "error_class", *CSV_AS_STORED]  # fmt: skip
     zone = ZoneInfo(search.tz)
     sent, after = 0, search.cursor
     while sent < cap:
@@ -269,29 +244,17 @@ def csv_rows(*, team: Any, search: Search, cap: int = CSV_CAP) -> Iterator[list[
         _names(rows, key_ids=search.show_key_ids)
         for r in rows:
             yield [
-                r["ts"].astimezone(zone).isoformat(),
-                r["relay_id"],
-                r["endpoint_name"],
-                r["key_public_id"] if search.show_key_ids else r["key_name"],
-                r["service"],
-                r["method"],
-                r["region"],
-                r["status"],
-                r["error_class_name"],
-                r["latency_ms"],
-                r["req_bytes"],
-                r["resp_bytes"],
-                r["units"],
-                r["input_tokens"],
-                r["output_tokens"],
-            ]
+                r["ts"].astimezone(zone).isoformat(), r["relay_id"], r["endpoint_name"],
+                r["key_public_id"] if search.show_key_ids else r["key_name"], r["service"], r["method"], r["region"],
+                r["status"], r["error_class_name"], *(r[column] for column in CSV_AS_STORED),
+            ]  # fmt: skip
         sent += len(rows)
         after = (rows[-1]["ts"], rows[-1]["batch_id"], rows[-1]["relay_id"])
     if _rows(team, search, limit=1, after=after):
         yield [f"# capped at {cap:,} rows: narrow the time window or filters to export the rest"]
 
 
-def relay(*, team: Any, batch_id: int, relay_id: str, show_key_ids: bool = True) -> dict[str, Any] | None:
+def relay(*, team: Team, batch_id: int, relay_id: str, show_key_ids: bool = True) -> dict[str, Any] | None:
     if not relay_id or len(relay_id) > 64:
         return None
     with connection.cursor() as cursor:

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from analytics import ingest
 from endpoints.authentication import GatewayCredentialAuthentication, IsGateway
+from endpoints.models import GatewayCredential
 from project.api import ErrorSerializer
 
 CHUNK = 64 * 1024
@@ -20,6 +21,12 @@ _EXAMPLE = (
     '"service":"eth-mainnet","method":"eth_call","status":200,"error_class":null,"latency_ms":41.7,'
     '"req_bytes":312,"resp_bytes":1180,"units":26,"region":"eu-west-1"}'
 )
+
+
+class GatewayRequest(Request):
+    """A request IsGateway let through: GatewayCredentialAuthentication set `auth` to the gateway's credential."""
+
+    auth: GatewayCredential
 
 
 def _chunks(request: Request) -> Iterator[bytes]:
@@ -108,7 +115,7 @@ class UsageIngestAPI(APIView):
         },
         tags=["gateway"],
     )
-    def post(self, request: Request) -> JsonResponse:
+    def post(self, request: GatewayRequest) -> JsonResponse:
         key = request.headers.get("Idempotency-Key", "").strip()
         if not key or len(key) > 128 or not key.isprintable():
             return JsonResponse(

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple, TypedDict
 
 import msgspec
 from django.conf import settings
@@ -33,7 +33,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from analytics.models import ERROR_CLASSES, IngestBatch, QuarantinedRecord, QuarantineReason
+from analytics.models import ERROR_CLASSES, RELAY_COLUMNS, IngestBatch, QuarantinedRecord, QuarantineReason
 from analytics.partitions import ensure_all_partitions_today
 from endpoints.models import ApiKey, GatewayCredential, Service
 
@@ -75,12 +75,15 @@ class UsageRecord(msgspec.Struct):
 _decoder = msgspec.json.Decoder(UsageRecord)
 _list_decoder = msgspec.json.Decoder(list[UsageRecord])
 
-COPY_COLUMNS = (
-    "ts, batch_id, team_id, endpoint_id, key_id, relay_id, service, method, region, status, error_class, "
-    "latency_ms, req_bytes, resp_bytes, units, input_tokens, output_tokens"
-)
-COPY_TYPES = ["timestamptz", "int8", "int4", "int4", "int4", "text", "text", "text", "text", "int2", "int2",
-              "float4", "int4", "int4", "int4", "int4", "int4"]  # fmt: skip
+COPY_COLUMNS = ", ".join(RELAY_COLUMNS)  # _copy_rows writes each row's values in this order
+COPY_TYPES = list(RELAY_COLUMNS.values())
+
+
+class RecordError(TypedDict):
+    """Why one line of a batch was refused (the 422 lists them)."""
+
+    line: int
+    reason: str
 
 
 class IngestError(Exception):
@@ -182,7 +185,7 @@ def _services() -> frozenset[str]:
     return known
 
 
-def decode(body: bytes, *, now: datetime) -> tuple[list[_Row], list[dict[str, object]]]:
+def decode(body: bytes, *, now: datetime) -> tuple[list[_Row], list[RecordError]]:
     """Decode every line; return the rows and the per-line errors (first MAX_REPORTED_ERRORS)."""
     lines = body.split(b"\n")
     numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
@@ -211,9 +214,9 @@ def _decode_all_at_once(numbered: list[tuple[int, bytes]]) -> list[UsageRecord] 
 
 def _decode_line_by_line(
     numbered: list[tuple[int, bytes]], *, now: datetime, plain: bool
-) -> tuple[list[_Row], list[dict[str, object]]]:
+) -> tuple[list[_Row], list[RecordError]]:
     decoded: list[tuple[int, UsageRecord]] = []
-    errors: list[dict[str, object]] = []
+    errors: list[RecordError] = []
     for number, line in numbered:
         try:
             decoded.append((number, _decoder.decode(line)))
@@ -224,7 +227,7 @@ def _decode_line_by_line(
         if len(errors) >= MAX_REPORTED_ERRORS:
             return [], errors
     rows, more = _check(decoded, now=now, plain=plain)
-    merged = sorted(errors + more, key=lambda error: error["line"])  # type: ignore[arg-type, return-value]
+    merged = sorted(errors + more, key=lambda error: error["line"])
     return rows, merged[:MAX_REPORTED_ERRORS]
 
 
@@ -237,10 +240,10 @@ def _unsafe_field(record: UsageRecord) -> str | None:
 
 def _check(
     decoded: Iterable[tuple[int, UsageRecord]], *, now: datetime, plain: bool = False
-) -> tuple[list[_Row], list[dict[str, object]]]:
+) -> tuple[list[_Row], list[RecordError]]:
     """Checks a record type cannot express: time window, printable ids and unique ids in the batch."""
     rows: list[_Row] = []
-    errors: list[dict[str, object]] = []
+    errors: list[RecordError] = []
     earliest, latest = now - MAX_AGE, now + MAX_FUTURE
     seen_ids: set[str] = set()
     for number, record in decoded:

@@ -78,6 +78,28 @@ class QuarantinedRecord(models.Model):
         return f"{self.relay_id} ({self.get_reason_display()})"
 
 
+# The raw relay log's columns in table order (the order ingestion's binary COPY writes them), with their SQL types.
+RELAY_COLUMNS: dict[str, str] = {
+    "ts": "timestamptz",
+    "batch_id": "int8",
+    "team_id": "int4",
+    "endpoint_id": "int4",
+    "key_id": "int4",
+    "relay_id": "text",
+    "service": "text",
+    "method": "text",
+    "region": "text",
+    "status": "int2",
+    "error_class": "int2",
+    "latency_ms": "float4",
+    "req_bytes": "int4",
+    "resp_bytes": "int4",
+    "units": "int4",
+    "input_tokens": "int4",
+    "output_tokens": "int4",
+}
+
+
 class Relay(models.Model):
     """One relay in the raw log (read-only here; partitioned by day, kept for the retention window)."""
 
@@ -105,6 +127,13 @@ class Relay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.relay_id} {self.service} {self.method}"
+
+
+# What every rollup and summary row sums (aggregation adds them up, selectors read them); latency_max_ms, a maximum,
+# is kept beside them.
+ROLLUP_COUNTERS = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "status_2xx",
+                   "status_3xx", "status_4xx", "status_5xx", "latency_sum_ms", "req_bytes", "resp_bytes", "units",
+                   "input_tokens", "output_tokens")  # fmt: skip
 
 
 class RollupBase(models.Model):

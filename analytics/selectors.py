@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import BigIntegerField, Case, Count, F, Func, Max, QuerySet, Sum, Value, When
 from django.db.models.functions import Cast
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
+from accounts.models import Team
 from analytics import histogram, summaries
 from analytics.models import (
+    ROLLUP_COUNTERS,
     IngestBatch,
     LatencyDay,
     LatencyHour,
@@ -33,15 +37,13 @@ from analytics.models import (
     SummaryLatencyDay,
     SummaryLatencyHour,
 )
+from endpoints.models import ApiKey, Endpoint, Service
 
 GRAINS = ("minute", "hour", "day")
 ROLLUPS = {"minute": RollupMinute, "hour": RollupHour, "day": RollupDay}
 LATENCIES = {"minute": LatencyMinute, "hour": LatencyHour, "day": LatencyDay}
 SUMMARIES = {"hour": SummaryHour, "day": SummaryDay}
 LATENCY_SUMMARIES = {"hour": SummaryLatencyHour, "day": SummaryLatencyDay}
-COUNTERS = ("requests", "successes", "errors_user", "errors_upstream", "errors_gateway", "status_2xx", "status_3xx",
-            "status_4xx", "status_5xx", "latency_sum_ms", "req_bytes", "resp_bytes", "units", "input_tokens",
-            "output_tokens")  # fmt: skip
 DIMENSIONS = {"endpoint": "endpoint_id", "key": "key_id", "service": "service", "method": "method", "region": "region",
               "team": "team_id"}  # fmt: skip
 STATUS_CLASSES = {"2xx": "status_2xx", "3xx": "status_3xx", "4xx": "status_4xx", "5xx": "status_5xx"}
@@ -134,7 +136,7 @@ def _source(
 
 
 def _rows(
-    team: Any,
+    team: Team | None,
     grain: str,
     start: datetime,
     end: datetime,
@@ -148,7 +150,7 @@ def _rows(
 
 
 def _latency_rows(
-    team: Any, grain: str, start: datetime, end: datetime, filters: UsageFilter, group_by: str | None = None
+    team: Team | None, grain: str, start: datetime, end: datetime, filters: UsageFilter, group_by: str | None = None
 ) -> QuerySet[Any]:
     rows = _source(LATENCIES, LATENCY_SUMMARIES, grain, filters, group_by).filter(bucket__gte=start, bucket__lt=end)
     if team is not None:
@@ -161,9 +163,9 @@ def _sum(column: str) -> Any:
     return Sum(column) if column == "latency_sum_ms" else Cast(Sum(column), BigIntegerField())
 
 
-def _sums(fields: tuple[str, ...] = COUNTERS) -> dict[str, Any]:
+def _sums(fields: tuple[str, ...] = ROLLUP_COUNTERS) -> dict[str, Any]:
     sums = {c: _sum(c) for c in fields}
-    return sums | {"latency_max_ms": Max("latency_max_ms")} if fields == COUNTERS else sums
+    return sums | {"latency_max_ms": Max("latency_max_ms")} if fields == ROLLUP_COUNTERS else sums
 
 
 class _BucketStart(Func):
@@ -176,7 +178,15 @@ class _BucketStart(Func):
         super().__init__(F("bucket"), Value(tz or "UTC"))
         self.local_day = tz is not None
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple[Any, ...]]:  # type: ignore[override]
+    def as_sql(
+        self,
+        compiler: SQLCompiler,
+        connection: BaseDatabaseWrapper,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> tuple[str, tuple[Any, ...]]:
         bucket_sql, bucket_params = compiler.compile(self.source_expressions[0])
         if not self.local_day:
             return f"EXTRACT(EPOCH FROM {bucket_sql})::bigint", tuple(bucket_params)
@@ -203,20 +213,28 @@ def _spans(grain: str, start: datetime, end: datetime) -> list[tuple[str, dateti
     them: the same hour buckets, up to 24 times fewer rows. Other grains stay as they are."""
     if grain != "hour":
         return [(grain, start, end)]
-    midnight = {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}
-    first_day = start.astimezone(UTC).replace(**midnight)
+    first_day = _utc_midnight(start)
     if first_day < start:
         first_day += timedelta(days=1)
-    last_day = end.astimezone(UTC).replace(**midnight)
+    last_day = _utc_midnight(end)
     if last_day <= first_day:
         return [("hour", start, end)]
     spans = [("hour", start, first_day), ("day", first_day, last_day), ("hour", last_day, end)]
     return [(g, s, e) for g, s, e in spans if s < e]
 
 
+def _utc_midnight(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _series_grain(step: str, tz: str) -> str:
+    """The rollups a series reads: day buckets in a time zone other than UTC are local days, summed from hours."""
+    return "hour" if step == "day" and tz != "UTC" else step
+
+
 def usage_totals(
     *,
-    team: Any,
+    team: Team | None,
     start: datetime,
     end: datetime,
     grain: str = "hour",
@@ -228,7 +246,7 @@ def usage_totals(
     parts = [_rows(team, g, s, e, filters).order_by().values("team_id").annotate(**_sums()) for g, s, e in spans]
     totals = Totals()
     for part in _union(parts):
-        for name in COUNTERS:
+        for name in ROLLUP_COUNTERS:
             setattr(totals, name, getattr(totals, name) + (part[name] or 0))
         totals.latency_max_ms = max(totals.latency_max_ms, part["latency_max_ms"] or 0)
     if quantiles:
@@ -245,7 +263,7 @@ def usage_totals(
 
 def usage_series(
     *,
-    team: Any,
+    team: Team | None,
     start: datetime,
     end: datetime,
     step: str,
@@ -258,7 +276,7 @@ def usage_series(
     """Counters (all, or `fields`) per time bucket (and per group), oldest first. Day buckets follow the
     display time zone, so they are built from hour rollups; minute and hour buckets are absolute instants.
     With `groups`, only those values of group_by are kept apart; all others are summed under None."""
-    grain = "hour" if step == "day" and tz != "UTC" else step
+    grain = _series_grain(step, tz)
     rows, instant = _bucket_starts(_rows(team, grain, start, end, filters, group_by), step, tz)
     keys = ["t"]
     if group_by:
@@ -269,7 +287,7 @@ def usage_series(
             keys.append(f"{column}_kept")
         else:
             keys.append(column)
-    result = list(rows.values(*keys).annotate(**_sums(fields or COUNTERS)).order_by(*keys))
+    result = list(rows.values(*keys).annotate(**_sums(fields or ROLLUP_COUNTERS)).order_by(*keys))
     if group_by and groups is not None:
         for row in result:
             row[DIMENSIONS[group_by]] = row.pop(f"{DIMENSIONS[group_by]}_kept")
@@ -284,7 +302,7 @@ def _union(querysets: list[QuerySet[Any]]) -> QuerySet[Any]:
 
 def usage_by(
     *,
-    team: Any,
+    team: Team | None,
     start: datetime,
     end: datetime,
     by: tuple[str, ...],
@@ -314,7 +332,7 @@ def usage_by(
 
 def usage_breakdown(
     *,
-    team: Any,
+    team: Team | None,
     start: datetime,
     end: datetime,
     by: str,
@@ -331,9 +349,9 @@ def usage_breakdown(
     merged: dict[Any, dict[str, Any]] = {}
     for row in _union(parts):
         total = merged.setdefault(
-            row[column], {column: row[column], "latency_max_ms": 0.0} | dict.fromkeys(COUNTERS, 0)
+            row[column], {column: row[column], "latency_max_ms": 0.0} | dict.fromkeys(ROLLUP_COUNTERS, 0)
         )
-        for name in COUNTERS:
+        for name in ROLLUP_COUNTERS:
             total[name] += row[name] or 0
         total["latency_max_ms"] = max(total["latency_max_ms"], row["latency_max_ms"] or 0)
     return sorted(merged.values(), key=lambda row: (-row["requests"], row[column]))[:limit]
@@ -341,7 +359,7 @@ def usage_breakdown(
 
 def latency_percentiles_by(
     *,
-    team: Any,
+    team: Team | None,
     start: datetime,
     end: datetime,
     by: str,
@@ -369,24 +387,30 @@ def latency_percentiles_by(
 
 def latency_series(
     *,
-    team: Any,
+    team: Team | None,
     start: datetime,
     end: datetime,
     step: str,
     filters: UsageFilter = NO_FILTER,
     quantiles: tuple[float, ...] = (0.5, 0.9, 0.99),
     tz: str = "UTC",
-) -> list[dict[str, Any]]:
-    """Percentiles per time bucket, from the histograms (one query)."""
-    grain = "hour" if step == "day" and tz != "UTC" else step
+) -> list[dict[str | float, Any]]:
+    """Percentiles per time bucket, from the histograms (one query): {"t": bucket start, quantile: ms or None}."""
+    grain = _series_grain(step, tz)
     rows, instant = _bucket_starts(_latency_rows(team, grain, start, end, filters), step, tz)
     per_bucket: dict[int, list[tuple[int, int]]] = {}
     for t, le, n in rows.values_list("t", "le").annotate(n=_sum("count")).order_by("t"):
         per_bucket.setdefault(t, []).append((le, n))
-    return [{"t": instant(t), **histogram.percentiles(c, quantiles)} for t, c in per_bucket.items()]
+    points: list[dict[str | float, Any]] = []
+    for t, counts in per_bucket.items():
+        point: dict[str | float, Any] = {"t": instant(t)}
+        for quantile, ms in histogram.percentiles(counts, quantiles).items():
+            point[quantile] = ms
+        points.append(point)
+    return points
 
 
-def requests_per_endpoint(*, team: Any, hours: int = 24) -> dict[int, list[int]]:
+def requests_per_endpoint(*, team: Team, hours: int = 24) -> dict[int, list[int]]:
     """Requests per hour over the last `hours` hours for each of the team's endpoints (one query), oldest first."""
     end = timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = end - timedelta(hours=hours)
@@ -395,6 +419,49 @@ def requests_per_endpoint(*, team: Any, hours: int = 24) -> dict[int, list[int]]
     for row in usage_series(team=team, start=start, end=end, step="hour", group_by="endpoint"):
         per_endpoint.setdefault(row["endpoint_id"], {})[row["t"]] = row["requests"]
     return {endpoint: [buckets.get(s, 0) for s in starts] for endpoint, buckets in per_endpoint.items()}
+
+
+# --- what the filters name: the team's endpoints and keys, the catalog's services -----------------
+
+
+class Named(NamedTuple):
+    pk: int
+    name: str
+
+
+def endpoint_named(*, team: Team | None, public_id: str) -> Named | None:
+    """The team's endpoint with this public id, deleted ones included (their usage stays); None if not the team's."""
+    row = Endpoint.objects.filter(team=team, public_id=public_id).values_list("pk", "name").first()
+    return Named(*row) if row else None
+
+
+def key_named(*, team: Team | None, key_id: str) -> Named | None:
+    """The team's key with this key id (revoked ones included); None if not the team's."""
+    row = ApiKey.objects.filter(team=team, key_id=key_id).values_list("pk", "name").first()
+    return Named(*row) if row else None
+
+
+def endpoint_choices(*, team: Team, include_deleted: bool = False) -> list[tuple[str, str]]:
+    """(public id, name) of the team's endpoints, by name: the endpoint filter's options."""
+    endpoints = Endpoint.objects.filter(team=team)
+    if not include_deleted:
+        endpoints = endpoints.live()
+    return list(endpoints.order_by("name").values_list("public_id", "name"))
+
+
+def key_choices(*, team: Team) -> list[tuple[str, str]]:
+    """(key id, name) of the keys of the team's live endpoints, by name: the key filter's options."""
+    keys = ApiKey.objects.filter(team=team, endpoint__deleted_at__isnull=True)
+    return list(keys.order_by("name").values_list("key_id", "name"))
+
+
+def service_name(*, service_id: str) -> str | None:
+    """The catalog name of a service (None: not in the catalog)."""
+    return Service.objects.filter(pk=service_id).values_list("name", flat=True).first()
+
+
+def team_has_endpoint(*, team: Team) -> bool:
+    return Endpoint.objects.filter(team=team).live().exists()
 
 
 # --- ingestion health --------------------------------------------------------------------------
@@ -429,6 +496,11 @@ class QuarantineSummary:
     total: int
     by_reason: list[dict[str, Any]]  # {reason, label, gateway, records, last_received_at}
     since: datetime
+
+
+def quarantine_records() -> QuerySet[QuarantinedRecord]:
+    """Every quarantined record, newest first, with its gateway (the operator's quarantine page pages through it)."""
+    return QuarantinedRecord.objects.select_related("gateway").order_by("-received_at", "-id")
 
 
 def quarantine_summary(*, days: int = 7) -> QuarantineSummary:

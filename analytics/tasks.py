@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -11,7 +12,7 @@ from analytics import aggregation, partitions
 
 logger = logging.getLogger(__name__)
 # Quarantined records are kept as long as the gateway may still send a record (35 days), for the operator to look at.
-QUARANTINE_RETENTION = timezone.timedelta(days=35)
+QUARANTINE_RETENTION = timedelta(days=35)
 
 
 @shared_task(ignore_result=True)
@@ -47,7 +48,7 @@ def maintain_partitions() -> dict[str, list[str]]:
     from analytics.models import QuarantinedRecord
 
     QuarantinedRecord.objects.filter(received_at__lt=timezone.now() - QUARANTINE_RETENTION).delete()
-    cutoff = timezone.now() - timezone.timedelta(days=settings.HOUR_ROLLUP_RETENTION_DAYS)
+    cutoff = timezone.now() - timedelta(days=settings.HOUR_ROLLUP_RETENTION_DAYS)
     with connection.cursor() as cursor:
         for table in ("analytics_rollup_hour", "analytics_latency_hour", "analytics_summary_hour",
                       "analytics_summary_latency_hour"):  # fmt: skip

@@ -9,16 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from accounts.models import Membership, Team
 from accounts.permissions import allows, can, team_view
-from accounts.services import user_email_verified
-from analytics import dashboard, explorer
+from accounts.requests import TeamRequest, UserRequest
+from accounts.selectors import user_email_verified
+from analytics import dashboard, explorer, selectors
 from analytics.dashboard import BREAKDOWNS, COMMON_ZONES, RANGES
 from endpoints import selectors as endpoint_selectors
 from endpoints.models import ApiKey, Endpoint
@@ -29,119 +34,115 @@ from project.params import is_time_zone
 PANELS = ("cards", "requests", "latency", "errors", "table")
 
 
-def _shows_key_ids(request: HttpRequest, team: Any) -> bool:
-    """Key ids are credentials where the secret is not required: only roles with keys.view see them."""
-    return team is None or allows(getattr(request, "membership", None), "keys.view")
+def _shows_key_ids(team: Team | None, membership: Membership | None) -> bool:
+    """Key ids are credentials where the secret is not required: only roles with keys.view see them (the operator,
+    team=None, sees every team's)."""
+    return team is None or allows(membership, "keys.view")
 
 
-def _query(request: HttpRequest, team: Any, fixed: dict[str, str] | None = None) -> dashboard.Query:
-    user_tz = getattr(request.user, "time_zone", "UTC") or "UTC"
+def _query(
+    request: UserRequest, team: Team | None, membership: Membership | None, fixed: dict[str, str] | None = None
+) -> dashboard.Query:
     return dashboard.parse(
-        request.GET, team=team, user_tz=user_tz, fixed=fixed, show_key_ids=_shows_key_ids(request, team)
+        request.GET,
+        team=team,
+        user_tz=request.user.time_zone,
+        fixed=fixed,
+        show_key_ids=_shows_key_ids(team, membership),
     )
 
 
 def _shell_context(
-    request: HttpRequest, team: Any, query: dashboard.Query, panel_url: str, **extra: Any
+    team: Team | None, membership: Membership | None, query: dashboard.Query, panel_url: str, **extra: Any
 ) -> dict[str, Any]:
-    endpoints = (
-        list(Endpoint.objects.filter(team=team).live().order_by("name").values_list("public_id", "name"))
-        if team
-        else []
-    )
-    keys = (
-        list(
-            ApiKey.objects.filter(team=team, endpoint__deleted_at__isnull=True)
-            .order_by("name")
-            .values_list("key_id", "name")
-        )
-        if team and _shows_key_ids(request, team)
-        else []
-    )
     return {
         "query": query,
         "panel_url": panel_url,
         "ranges": [(key, label) for key, (_span, _step, label) in RANGES.items()],
-        "zones": COMMON_ZONES if query.tz in COMMON_ZONES else [query.tz, *COMMON_ZONES],
-        "filter_endpoints": endpoints,
-        "filter_keys": keys,
+        "zones": _zones(query.tz),
+        "filter_endpoints": selectors.endpoint_choices(team=team) if team else [],
+        "filter_keys": selectors.key_choices(team=team) if team and _shows_key_ids(team, membership) else [],
         "breakdowns": [(by, label) for by, label in BREAKDOWNS.items() if extra.get("fixed_by") != by],
         "stack_qs": {"service": query.querystring(stack=None), "endpoint": query.querystring(stack="endpoint")},
         **extra,
     }
 
 
+def _zones(tz: str) -> list[str]:
+    """The time zone picker's choices: the common ones, and the one shown if it is not among them."""
+    return COMMON_ZONES if tz in COMMON_ZONES else [tz, *COMMON_ZONES]
+
+
+def _team_dashboard(
+    request: TeamRequest, template: str, fragment: str, fixed: dict[str, str] | None = None, **extra: Any
+) -> HttpResponse:
+    """A team dashboard page (its panels load themselves), or only its `fragment` for an htmx request."""
+    team = request.team
+    query = _query(request, team, request.membership, fixed)
+    panel_url = reverse("usage_panel_base", kwargs={"team_slug": team.slug})
+    context = _shell_context(team, request.membership, query, panel_url, **extra)
+    if request.htmx and not request.htmx.boosted:
+        return render(request, f"{template}#{fragment}", context)
+    return render(request, template, context)
+
+
 @team_view(GET="usage.view")
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: TeamRequest) -> HttpResponse:
     """The team overview: cards, charts and top tables for the chosen range and filters."""
-    team = request.team  # type: ignore[attr-defined]
-    query = _query(request, team)
-    context = _shell_context(request, team, query, reverse("usage_panel_base", kwargs={"team_slug": team.slug}))
-    context["email_verified"] = user_email_verified(request.user)  # type: ignore[arg-type]
-    context["has_endpoint"] = Endpoint.objects.filter(team=team).live().exists()
-    if request.htmx and not request.htmx.boosted:  # type: ignore[attr-defined]
-        return render(request, "analytics/overview.html#dashboard", context)
-    return render(request, "analytics/overview.html", context)
+    return _team_dashboard(
+        request,
+        "analytics/overview.html",
+        "dashboard",
+        email_verified=user_email_verified(request.user),
+        has_endpoint=selectors.team_has_endpoint(team=request.team),
+    )
 
 
 @team_view(GET="endpoints.view")
-def endpoint_list(request: HttpRequest) -> HttpResponse:
+def endpoint_list(request: TeamRequest) -> HttpResponse:
     """The team's endpoints, each with its requests over the last 24 hours (endpoints' page, with traffic)."""
-    from analytics.selectors import requests_per_endpoint
-
-    endpoints = list(endpoint_selectors.endpoint_list(team=request.team))  # type: ignore[attr-defined]
-    usage = requests_per_endpoint(team=request.team)  # type: ignore[attr-defined]
+    endpoints = list(endpoint_selectors.endpoint_list(team=request.team))
+    usage = selectors.requests_per_endpoint(team=request.team)
     for endpoint in endpoints:
-        endpoint.spark = usage.get(endpoint.pk, [])  # type: ignore[attr-defined]
-        endpoint.requests_24h = sum(endpoint.spark)  # type: ignore[attr-defined]
+        spark = usage.get(endpoint.pk, [])
+        endpoint.spark, endpoint.requests_24h = spark, sum(spark)  # type: ignore[attr-defined]  # extras the endpoints template reads
     return render(request, "endpoints/endpoint_list.html", {"endpoints": endpoints})
 
 
 @team_view(GET="endpoints.view")
-def endpoint_usage(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_usage(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     """The endpoint page's Usage tab: the same panels, scoped to it."""
-    team = request.team  # type: ignore[attr-defined]
     try:
-        endpoint = endpoint_selectors.endpoint_get(team=team, public_id=endpoint_id)
+        endpoint = endpoint_selectors.endpoint_get(team=request.team, public_id=endpoint_id)
     except Endpoint.DoesNotExist:
         raise Http404("No such endpoint") from None
-    query = _query(request, team, fixed={"endpoint": endpoint.public_id})
-    context = _shell_context(
-        request, team, query, reverse("usage_panel_base", kwargs={"team_slug": team.slug}),
+    return _team_dashboard(
+        request, "analytics/endpoint_usage.html", "panel", fixed={"endpoint": endpoint.public_id},
         endpoint=endpoint, tab="usage", fixed_by="endpoint",
-        team_suspension=endpoint_selectors.team_suspension_reason(team=team),
+        team_suspension=endpoint_selectors.team_suspension_reason(team=request.team),
     )  # fmt: skip
-    template = "analytics/endpoint_usage.html"
-    if request.htmx and not request.htmx.boosted:  # type: ignore[attr-defined]
-        return render(request, f"{template}#panel", context)
-    return render(request, template, context)
 
 
 @team_view(GET="keys.view")
-def key_usage(request: HttpRequest, key_id: str) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
+def key_usage(request: TeamRequest, key_id: str) -> HttpResponse:
     try:
-        key = endpoint_selectors.key_get(team=team, key_id=key_id)
+        key = endpoint_selectors.key_get(team=request.team, key_id=key_id)
     except ApiKey.DoesNotExist:
         raise Http404("No such key") from None
-    query = _query(request, team, fixed={"key": key.key_id})
-    context = _shell_context(
-        request, team, query, reverse("usage_panel_base", kwargs={"team_slug": team.slug}), key=key, fixed_by="key"
+    return _team_dashboard(
+        request, "analytics/key_usage.html", "dashboard", fixed={"key": key.key_id}, key=key, fixed_by="key"
     )
-    if request.htmx and not request.htmx.boosted:  # type: ignore[attr-defined]
-        return render(request, "analytics/key_usage.html#dashboard", context)
-    return render(request, "analytics/key_usage.html", context)
 
 
 @team_view(GET="usage.view")
-def panel(request: HttpRequest, name: str) -> HttpResponse:
-    return _panel(request, request.team, name)  # type: ignore[attr-defined]
+def panel(request: TeamRequest, name: str) -> HttpResponseBase:
+    return _panel(request, request.team, request.membership, name)
 
 
-def _panel(request: HttpRequest, team: Any, name: str) -> HttpResponse:
+def _panel(request: UserRequest, team: Team | None, membership: Membership | None, name: str) -> HttpResponseBase:
     if name not in PANELS:
         raise Http404("No such panel")
-    query = _query(request, team)
+    query = _query(request, team, membership)
     by = request.GET.get("by", "method")
     if name == "table" and by not in BREAKDOWNS:
         raise Http404("No such breakdown")
@@ -150,7 +151,6 @@ def _panel(request: HttpRequest, team: Any, name: str) -> HttpResponse:
         data: Any = dashboard.cards(team=team, query=query)
         if wants_csv:
             return _csv_cards(query, data)
-        membership = getattr(request, "membership", None)
         # The cost card is billing's own fragment (the billing page's figure), loaded beside the cards.
         shows_cost = team is not None and membership is not None and can(membership.role, "billing.view")
         context = {"query": query, "cards": data, "shows_cost": shows_cost}
@@ -184,7 +184,7 @@ def _panel(request: HttpRequest, team: Any, name: str) -> HttpResponse:
     )
 
 
-def _row_link(team: Any, by: str) -> str | None:
+def _row_link(team: Team | None, by: str) -> str | None:
     """Rows of the endpoint and key tables link to their usage pages."""
     if team is None:
         return None
@@ -199,8 +199,6 @@ def _row_link(team: Any, by: str) -> str | None:
 
 
 def _local(ts: int | datetime, tz: str) -> str:
-    from zoneinfo import ZoneInfo
-
     moment = datetime.fromtimestamp(ts, tz=ZoneInfo(tz)) if isinstance(ts, int) else ts.astimezone(ZoneInfo(tz))
     return moment.isoformat()
 
@@ -247,13 +245,13 @@ def _csv_cards(query: dashboard.Query, cards: dict[str, Any]) -> StreamingHttpRe
 
 
 @team_view(GET="usage.view")
-def explorer_page(request: HttpRequest) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
+def explorer_page(request: TeamRequest) -> HttpResponseBase:
+    team = request.team
     search = explorer.parse(
         request.GET,
         team=team,
-        user_tz=getattr(request.user, "time_zone", "UTC"),
-        show_key_ids=_shows_key_ids(request, team),
+        user_tz=request.user.time_zone,
+        show_key_ids=_shows_key_ids(team, request.membership),
     )
     if request.GET.get("format") == "csv":
         return csv_response("relays", explorer.csv_rows(team=team, search=search))
@@ -261,8 +259,8 @@ def explorer_page(request: HttpRequest) -> HttpResponse:
     context = {
         "search": search,
         "page": page,
-        "filter_endpoints": list(Endpoint.objects.filter(team=team).order_by("name").values_list("public_id", "name")),
-        "zones": COMMON_ZONES if search.tz in COMMON_ZONES else [search.tz, *COMMON_ZONES],
+        "filter_endpoints": selectors.endpoint_choices(team=team, include_deleted=True),
+        "zones": _zones(search.tz),
         "windows": [
             ("15m", "Last 15 minutes"),
             ("1h", "Last hour"),
@@ -273,18 +271,19 @@ def explorer_page(request: HttpRequest) -> HttpResponse:
         "status_classes": list(explorer.STATUS_RANGES),
         "retention_days": settings.RAW_RETENTION_DAYS,
     }
-    if request.htmx and request.GET.get("fragment") == "rows":  # type: ignore[attr-defined]
+    if request.htmx and request.GET.get("fragment") == "rows":
         return render(request, "analytics/explorer.html#rows", context)
     return render(request, "analytics/explorer.html", context)
 
 
 @team_view(GET="usage.view")
-def relay_detail(request: HttpRequest, batch_id: int, relay_id: str) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
-    relay = explorer.relay(team=team, batch_id=batch_id, relay_id=relay_id, show_key_ids=_shows_key_ids(request, team))
+def relay_detail(request: TeamRequest, batch_id: int, relay_id: str) -> HttpResponse:
+    team = request.team
+    show_key_ids = _shows_key_ids(team, request.membership)
+    relay = explorer.relay(team=team, batch_id=batch_id, relay_id=relay_id, show_key_ids=show_key_ids)
     if relay is None:
         raise Http404("No such relay (it may be past the retention window)")
-    tz = request.GET.get("tz") or getattr(request.user, "time_zone", "UTC") or "UTC"
+    tz = request.GET.get("tz") or request.user.time_zone or "UTC"
     if not is_time_zone(tz):
         return HttpResponseBadRequest(f"Unknown time zone {tz[:64]!r}.", content_type="text/plain; charset=utf-8")
     return render(request, "analytics/_relay.html", {"relay": relay, "tz": tz})
@@ -295,41 +294,33 @@ def relay_detail(request: HttpRequest, batch_id: int, relay_id: str) -> HttpResp
 
 @staff_only
 @require_GET
-def operator_overview(request: HttpRequest) -> HttpResponse:
+def operator_overview(request: UserRequest) -> HttpResponse:
     """The whole platform: the same charts across all teams, per-service health and the top teams."""
-    query = _query(request, None)
-    from analytics.selectors import quarantine_summary
-
-    context = _shell_context(request, None, query, reverse("operator_panel_base"), operator=True)
-    context["quarantined"] = quarantine_summary().total
+    query = _query(request, None, None)
+    context = _shell_context(None, None, query, reverse("operator_panel_base"), operator=True)
+    context["quarantined"] = selectors.quarantine_summary().total
     return render(request, "analytics/operator.html", context)
 
 
 @staff_only
 @require_GET
-def operator_quarantine(request: HttpRequest) -> HttpResponse:
+def operator_quarantine(request: UserRequest) -> HttpResponse:
     """Usage records the gateways sent that no team could be billed for (unknown or deleted keys, …)."""
-    from django.core.paginator import Paginator
-
-    from analytics.models import QuarantinedRecord
-    from analytics.selectors import quarantine_summary
-
-    records = QuarantinedRecord.objects.select_related("gateway").order_by("-received_at", "-id")
-    page = Paginator(records, 50).get_page(request.GET.get("page"))
-    return render(request, "analytics/quarantine.html", {"summary": quarantine_summary(), "page": page})
+    page = Paginator(selectors.quarantine_records(), 50).get_page(request.GET.get("page"))
+    return render(request, "analytics/quarantine.html", {"summary": selectors.quarantine_summary(), "page": page})
 
 
 @staff_only
 @require_GET
-def operator_panel(request: HttpRequest, name: str) -> HttpResponse:
+def operator_panel(request: UserRequest, name: str) -> HttpResponseBase:
     if name == "health":
-        query = _query(request, None)
+        query = _query(request, None, None)
         return render(
             request, "analytics/_panels.html#health", {"query": query, "rows": dashboard.service_health(query=query)}
         )
     if name == "teams":
-        query = _query(request, None)
+        query = _query(request, None, None)
         return render(
             request, "analytics/_panels.html#teams", {"query": query, "rows": dashboard.top_teams(query=query)}
         )
-    return _panel(request, None, name)
+    return _panel(request, None, None, name)

@@ -166,7 +166,7 @@ def measure(repeat: int) -> None:
 
     # Revocation committed → visible in ?since= for a gateway polling as fast as it can.
     latencies = []
-    victims = list(ApiKey.objects.filter(revoked_at__isnull=True).order_by("?")[:20])
+    victims = list(ApiKey.objects.usable().order_by("?")[:20])
     for victim in victims:
         since = client.get("/api/gateway/v1/config", {"since": cursor}).json()["cursor"]
         committed = threading.Event()

@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from accounts.models import User
 from billing.models import (
     BillingAccount,
     Invoice,
@@ -81,7 +82,8 @@ class BillingAccountAdmin(admin.ModelAdmin):
         if change and "plan" in form.changed_data:
             obj.plan = BillingAccount.objects.select_related("plan").get(pk=obj.pk).plan
             super().save_model(request, obj, form, change)
-            plan_assign(team=obj.team, plan=plan, actor=request.user, source="admin")  # type: ignore[arg-type]
+            actor = request.user if isinstance(request.user, User) else None  # the admin signs staff in: always one
+            plan_assign(team=obj.team, plan=plan, actor=actor, source="admin")
             return
         super().save_model(request, obj, form, change)
 

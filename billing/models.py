@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Team
@@ -159,6 +160,15 @@ class InvoiceStatus(models.TextChoices):
     UNCOLLECTIBLE = "uncollectible", "Uncollectible"
 
 
+UNPAID = (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE)  # final, not paid, not voided
+
+
+def owing(prefix: str = "") -> Q:
+    """Invoices that still owe money: unpaid with an amount remaining. `prefix` reaches an invoice from another model
+    (`owing("invoices__")` from a team)."""
+    return Q(**{f"{prefix}status__in": UNPAID, f"{prefix}amount_remaining__gt": 0})
+
+
 class Invoice(models.Model):
     """A Stripe invoice, mirrored (amounts in cents, as Stripe has them)."""
 
@@ -209,7 +219,7 @@ class Invoice(models.Model):
 
     @property
     def overdue(self) -> bool:
-        return self.status in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE) and self.payment_failed_at is not None
+        return self.status in UNPAID and self.payment_failed_at is not None
 
     def dollars(self, field: str) -> Decimal:
         return Decimal(getattr(self, field)) / 100
@@ -309,6 +319,13 @@ class MeterReport(models.Model):
         return f"{self.team} {self.hour:%Y-%m-%d %H:00}: {self.units}"
 
 
+class ReconciliationQuerySet(models.QuerySet["Reconciliation"]):
+    def differences(self) -> ReconciliationQuerySet:
+        """The rows that do not match: `Reconciliation.matches` in SQL (an error, no figure from Stripe, or ours,
+        reported and Stripe's not all equal)."""
+        return self.exclude(error="", stripe=F("ours"), reported=F("ours"))
+
+
 class Reconciliation(models.Model):
     """One team-day: our billable units against Stripe's meter event summary for the same day."""
 
@@ -320,6 +337,8 @@ class Reconciliation(models.Model):
     error = models.CharField(max_length=300, blank=True)
     checked_at = models.DateTimeField(auto_now=True)
 
+    objects = ReconciliationQuerySet.as_manager()
+
     class Meta:
         ordering = ["-day", "team"]
         constraints = [models.UniqueConstraint(fields=["team", "day"], name="billing_reconciliation_once")]
@@ -329,4 +348,6 @@ class Reconciliation(models.Model):
 
     @property
     def matches(self) -> bool:
+        """Stripe's meter, our ledger and our usage agree (ReconciliationQuerySet.differences is the same rule in SQL:
+        change both together)."""
         return not self.error and self.stripe == self.ours == self.reported

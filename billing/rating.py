@@ -13,8 +13,11 @@ overage units cumulatively, as Stripe's graduated tiers do). A plan with no tier
 (Free: its keys stop at the allowance; anything that slips through is reported as unbilled).
 
 Rounding, the one rule: everything is exact Decimal until the end. The period's units are rounded half
-up to a whole unit once, for the team; the usage amount is rounded half up to the cent once. Per-service
-lines share both out in proportion (largest remainder), so lines always add up to the total exactly.
+up to a whole unit once, for the team (round_units: the meter ledger and the Free plan's cap round the same
+way); the usage amount is rounded half up to the cent once (round_cents). Per-service lines share both out
+in proportion (largest remainder), so lines always add up to the total exactly.
+
+Pure: no database access. Reading usage and the service catalog is billing.selectors' job.
 """
 
 from __future__ import annotations
@@ -30,6 +33,21 @@ UNITS_PER_USD = 1_000_000
 MILLION = Decimal(1_000_000)
 CENT = Decimal("0.01")
 ONE = Decimal(1)
+
+
+def round_units(value: Decimal) -> int:
+    """Exact units rounded half up to a whole unit: the one rounding of units, wherever they are counted."""
+    return int(value.to_integral_value(ROUND_HALF_UP))
+
+
+def round_cents(value: Decimal) -> Decimal:
+    """An exact amount rounded half up to the cent (Stripe rounds each invoice line this way)."""
+    return value.quantize(CENT, ROUND_HALF_UP)
+
+
+def dollars(cents: int) -> Decimal:
+    """Integer cents (as Stripe mirrors have them) as dollars with two places, so a credit stays a number."""
+    return (Decimal(cents) / 100).quantize(CENT)
 
 
 class TierError(ValueError):
@@ -148,14 +166,14 @@ def rate(exact_units: Mapping[str, Decimal | int], prices: Prices, names: Mappin
     """Price one period's units per service (exact, unrounded) under `prices`. Pure: no database."""
     names = names or {}
     exact = {service: Decimal(units) for service, units in exact_units.items() if Decimal(units) > 0}
-    units_total = int(sum(exact.values(), Decimal(0)).to_integral_value(ROUND_HALF_UP))
+    units_total = round_units(sum(exact.values(), Decimal(0)))
     units = apportion(units_total, exact)
     included_total = min(units_total, prices.included_units)
     overage_total = units_total - included_total
     included = apportion(included_total, units)
     overage = {service: units[service] - included[service] for service in units}
     sold = bool(prices.tiers)
-    usage_amount = overage_amount(overage_total, prices.tiers).quantize(CENT, ROUND_HALF_UP) if sold else Decimal(0)
+    usage_amount = round_cents(overage_amount(overage_total, prices.tiers)) if sold else Decimal(0)
     cents = apportion(int(usage_amount * 100), overage)
     lines = tuple(
         Line(
@@ -168,7 +186,7 @@ def rate(exact_units: Mapping[str, Decimal | int], prices: Prices, names: Mappin
         )
         for service in sorted(units, key=lambda s: (-units[s], s))
     )
-    fee = prices.monthly_fee.quantize(CENT, ROUND_HALF_UP)
+    fee = round_cents(prices.monthly_fee)
     return Rating(
         prices=prices,
         fee=fee,
@@ -217,36 +235,5 @@ def exact_units_of(rows: Iterable[Mapping[str, Any]], services: Mapping[str, Any
     return units
 
 
+# What exact_units_of reads from a usage row (the usage selectors sum them).
 RATING_FIELDS = ("successes", "input_tokens", "output_tokens")
-
-
-def catalog() -> dict[str, Any]:
-    from endpoints.models import Service
-
-    return {service.id: service for service in Service.objects.all()}
-
-
-def billable_units(
-    *, team: Any, start: datetime, end: datetime, services: Mapping[str, Any] | None = None
-) -> dict[str, Decimal]:
-    """The team's exact billable units per service over [start, end) (one rollup query)."""
-    from analytics import selectors
-
-    rows = selectors.usage_by(team=team, start=start, end=end, by=("service", "method"), fields=RATING_FIELDS)
-    return exact_units_of(rows, services if services is not None else catalog())
-
-
-def billable_units_by_endpoint(
-    *, team: Any, start: datetime, end: datetime, services: Mapping[str, Any] | None = None
-) -> dict[int, dict[str, Decimal]]:
-    """Exact billable units per endpoint (pk) and service (one query over the full rollups)."""
-    from analytics import selectors
-
-    rows = selectors.usage_by(
-        team=team, start=start, end=end, by=("endpoint", "service", "method"), fields=RATING_FIELDS
-    )
-    services = services if services is not None else catalog()
-    per_endpoint: dict[int, list[Mapping[str, Any]]] = {}
-    for row in rows:
-        per_endpoint.setdefault(row["endpoint_id"], []).append(row)
-    return {endpoint: exact_units_of(group, services) for endpoint, group in per_endpoint.items()}

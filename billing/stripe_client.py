@@ -88,7 +88,7 @@ def _call(method: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
             code=str(code),
             status=getattr(error, "http_status", None),
         ) from error
-    return result.to_dict()  # type: ignore[no-any-return]
+    return result.to_dict()
 
 
 def _options(idempotency_key: str) -> dict[str, Any]:

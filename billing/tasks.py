@@ -6,7 +6,7 @@ import logging
 
 from celery import shared_task
 
-from billing import services, stripe_client
+from billing import selectors, services, stripe_client
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def process_event(event_id: int) -> str | None:
 @shared_task(ignore_result=True)
 def sweep_events() -> int:
     """Queue events whose processing never ran (a lost task) or failed (with backoff), every 5 minutes."""
-    due = services.events_due()
+    due = selectors.events_due()
     for event in due:
         process_event.delay(event.pk)
     return len(due)
@@ -40,7 +40,7 @@ def report_usage() -> dict[str, int]:
     totals = {"recorded": 0, "sent": 0, "failed": 0}
     if not stripe_client.configured():
         return totals
-    for team in services.metered_teams():
+    for team in selectors.metered_teams():
         try:
             totals["recorded"] += services.meter_record(team=team)
             sent, failed = services.meter_send(team=team)

@@ -2,41 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.paginator import Paginator
-from django.db.models import Count, Q
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.forms import DeleteTeamForm
-from accounts.models import Team
 from accounts.permissions import allows, team_view
+from accounts.requests import TeamRequest, UserRequest
 from billing import selectors, services, stripe_client
 from billing.forms import InvoiceFilterForm
-from billing.models import (
-    EventStatus,
-    Invoice,
-    InvoiceLine,
-    MeterReport,
-    MeterReportStatus,
-    Plan,
-    Reconciliation,
-    StripeEvent,
-)
+from billing.models import EventStatus, Invoice
+from billing.rating import dollars
 from project.csv import csv_response
 from project.errors import ServiceError
 from project.http import staff_only
 from project.params import parse_int
 
 INVOICE_PAGE_SIZE = 25
+OPERATOR_PAGE_SIZE = 50
 CSV_LIMIT = 10_000
 INVOICE_COLUMNS = [
     "number",
@@ -64,10 +58,8 @@ def _absolute(request: HttpRequest, name: str, **kwargs: Any) -> str:
 
 
 @team_view(GET="billing.view")
-def billing_home(request: HttpRequest) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
-    account = selectors.account_of(team=team)
-    cost = selectors.cost_to_date(team=team)
+def billing_home(request: TeamRequest) -> HttpResponse:
+    team = request.team
     checkout = request.GET.get("checkout")
     if checkout == "success":
         messages.success(request, "Thank you! Your plan changes as soon as Stripe confirms the payment (seconds).")
@@ -77,25 +69,25 @@ def billing_home(request: HttpRequest) -> HttpResponse:
         request,
         "billing/home.html",
         {
-            "account": account,
-            "cost": cost,
+            "account": selectors.account_of(team=team),
+            "cost": selectors.cost_to_date(team=team),
             "invoices": selectors.invoice_list(team=team)[:5],
             "overdue": selectors.overdue_of(team=team),
             "connected": stripe_client.configured(),
-            "can_manage": allows(request.membership, "billing.manage"),  # type: ignore[attr-defined]
-            "can_payment_method": allows(request.membership, "billing.payment_method"),  # type: ignore[attr-defined]
+            "can_manage": allows(request.membership, "billing.manage"),
+            "can_payment_method": allows(request.membership, "billing.payment_method"),
         },
     )
 
 
 @team_view(GET="team.delete", POST="team.delete")
-def team_delete(request: HttpRequest) -> HttpResponse:
+def team_delete(request: TeamRequest) -> HttpResponse:
     """Delete the team, after a page that says what happens (and what refuses it: an unpaid or draft invoice)."""
-    team = request.team  # type: ignore[attr-defined]
+    team = request.team
     form = DeleteTeamForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.team_delete(team=team, actor=request.user, confirmation=form.cleaned_data["confirmation"])  # type: ignore[arg-type]  # fmt: skip
+            services.team_delete(team=team, actor=request.user, confirmation=form.cleaned_data["confirmation"])
         except ServiceError as error:
             form.add_service_error(error)
         else:
@@ -105,80 +97,82 @@ def team_delete(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "deletion_blocker": (selectors.team_deletion_blocker(team=team) or (None, None))[1],
-        "has_subscription": services.has_live_subscription(selectors.account_of(team=team)),
+        "has_subscription": selectors.has_live_subscription(selectors.account_of(team=team)),
     }
     return render(request, "billing/team_delete.html", context, status=400 if form.errors else 200)
 
 
 @team_view(GET="billing.view")
-def cost_card(request: HttpRequest) -> HttpResponse:
+def cost_card(request: TeamRequest) -> HttpResponse:
     """The dashboard's "Cost this month" card: the billing page's own figure, so they never disagree."""
-    return render(request, "billing/_cost_card.html", {"cost": selectors.cost_to_date(team=request.team)})  # type: ignore[attr-defined]
+    return render(request, "billing/_cost_card.html", {"cost": selectors.cost_to_date(team=request.team)})
 
 
 @team_view(GET="billing.view")
-def billing_plans(request: HttpRequest) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
+def billing_plans(request: TeamRequest) -> HttpResponse:
+    team = request.team
     account = selectors.account_of(team=team)
-    current = selectors.plan_of(team=team, account=account)
-    now = datetime.now(UTC)
-    plans = [(plan, selectors.version_for(team=team, plan=plan, at=now)) for plan in Plan.objects.all()]
     return render(
         request,
         "billing/plans.html",
         {
-            "plans": plans,
-            "current": current,
-            "subscribed": services.has_live_subscription(account),
+            "plans": selectors.plans_with_prices(team=team, at=datetime.now(UTC)),
+            "current": selectors.plan_of(team=team, account=account),
+            "subscribed": selectors.has_live_subscription(account),
             "connected": stripe_client.configured(),
-            "can_manage": allows(request.membership, "billing.manage"),  # type: ignore[attr-defined]
+            "can_manage": allows(request.membership, "billing.manage"),
         },
     )
 
 
-@team_view(POST="billing.manage")
-def billing_checkout(request: HttpRequest) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
+def _to_stripe(request: TeamRequest, start: Callable[[], str], *, back: str, stripe_failed: str) -> HttpResponse:
+    """Send the user to the Stripe page the service started; if it refuses, or Stripe fails, back to `back` with why
+    (`stripe_failed` names Stripe's error as {error})."""
     try:
-        url = services.checkout_start(
-            team=team,
-            plan_slug=request.POST.get("plan", ""),
-            actor=request.user,  # type: ignore[arg-type]
-            success_url=_absolute(request, "billing_home", team_slug=team.slug) + "?checkout=success",
-            cancel_url=_absolute(request, "billing_plans", team_slug=team.slug) + "?checkout=cancelled",
-        )
+        url = start()
     except ServiceError as error:
         messages.error(request, error.message)
-        return redirect("billing_plans", team_slug=team.slug)
     except stripe_client.StripeCallError as error:
-        messages.error(request, f"Stripe could not start the checkout ({error}). Nothing was charged; try again.")
-        return redirect("billing_plans", team_slug=team.slug)
-    return redirect(url)
+        messages.error(request, stripe_failed.format(error=error))
+    else:
+        return redirect(url)
+    return redirect(back, team_slug=request.team.slug)
+
+
+@team_view(POST="billing.manage")
+def billing_checkout(request: TeamRequest) -> HttpResponse:
+    team = request.team
+    return _to_stripe(
+        request,
+        lambda: services.checkout_start(
+            team=team,
+            plan_slug=request.POST.get("plan", ""),
+            actor=request.user,
+            success_url=_absolute(request, "billing_home", team_slug=team.slug) + "?checkout=success",
+            cancel_url=_absolute(request, "billing_plans", team_slug=team.slug) + "?checkout=cancelled",
+        ),
+        back="billing_plans",
+        stripe_failed="Stripe could not start the checkout ({error}). Nothing was charged; try again.",
+    )
 
 
 @team_view(POST="billing.payment_method")
-def billing_portal(request: HttpRequest) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
-    try:
-        url = services.portal_start(
-            team=team,
-            actor=request.user,  # type: ignore[arg-type]
-            return_url=_absolute(request, "billing_home", team_slug=team.slug),
-        )
-    except ServiceError as error:
-        messages.error(request, error.message)
-        return redirect("billing_home", team_slug=team.slug)
-    except stripe_client.StripeCallError as error:
-        messages.error(request, f"Stripe could not open the billing portal ({error}). Try again in a moment.")
-        return redirect("billing_home", team_slug=team.slug)
-    return redirect(url)
+def billing_portal(request: TeamRequest) -> HttpResponse:
+    team = request.team
+    return _to_stripe(
+        request,
+        lambda: services.portal_start(
+            team=team, actor=request.user, return_url=_absolute(request, "billing_home", team_slug=team.slug)
+        ),
+        back="billing_home",
+        stripe_failed="Stripe could not open the billing portal ({error}). Try again in a moment.",
+    )
 
 
 # --- invoices ------------------------------------------------------------------------------------
 
 
-def _filtered_invoices(request: HttpRequest) -> tuple[InvoiceFilterForm, Any]:
-    team = request.team  # type: ignore[attr-defined]
+def _filtered_invoices(request: TeamRequest, **more: Any) -> tuple[InvoiceFilterForm, QuerySet[Invoice]]:
     form = InvoiceFilterForm(request.GET or None)
     filters: dict[str, Any] = {}
     if form.is_valid():
@@ -188,20 +182,16 @@ def _filtered_invoices(request: HttpRequest) -> tuple[InvoiceFilterForm, Any]:
             "start": datetime.combine(since, time.min, tzinfo=UTC) if since else None,
             "end": datetime.combine(until, time.min, tzinfo=UTC) + timedelta(days=1) if until else None,
         }
-    return form, selectors.invoice_list(team=team, **filters)
+    return form, selectors.invoice_list(team=request.team, **filters, **more)
 
 
 def _date(moment: datetime | None) -> str:
     return moment.astimezone(UTC).date().isoformat() if moment else ""
 
 
-def _money(cents: int) -> Decimal:
-    return (Decimal(cents) / 100).quantize(Decimal("0.01"))  # a number, so a credit (negative) stays a number
-
-
 @team_view(GET="billing.view")
-def invoice_list(request: HttpRequest) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
+def invoice_list(request: TeamRequest) -> HttpResponseBase:
+    team = request.team
     form, invoices = _filtered_invoices(request)
     query = request.GET.copy()
     query.pop("page", None)
@@ -213,8 +203,8 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
             for invoice in invoices[:CSV_LIMIT].iterator():
                 yield [invoice.number, invoice.status, _date(invoice.period_start), _date(invoice.period_end),
                        _date(invoice.created), _date(invoice.due_date), _date(invoice.paid_at), invoice.currency,
-                       _money(invoice.subtotal), _money(invoice.tax), _money(invoice.total),
-                       _money(invoice.amount_paid), _money(invoice.amount_remaining), invoice.stripe_id,
+                       dollars(invoice.subtotal), dollars(invoice.tax), dollars(invoice.total),
+                       dollars(invoice.amount_paid), dollars(invoice.amount_remaining), invoice.stripe_id,
                        invoice.hosted_invoice_url]  # fmt: skip
 
         return csv_response(f"{team.slug}-invoices", rows())
@@ -227,35 +217,28 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
 
 
 @team_view(GET="billing.view")
-def invoice_lines_csv(request: HttpRequest) -> StreamingHttpResponse:
+def invoice_lines_csv(request: TeamRequest) -> StreamingHttpResponse:
     """Every line of the invoices the filters select (or of one invoice: ?invoice=<id>)."""
-    team = request.team  # type: ignore[attr-defined]
-    _form, invoices = _filtered_invoices(request)
     one = request.GET.get("invoice", "")
-    if one:
-        invoice_id = parse_int(one, minimum=1, maximum=2**62)
-        if invoice_id is None:
-            raise Http404("No such invoice")
-        invoices = invoices.filter(pk=invoice_id)
-    lines = (
-        InvoiceLine.objects.filter(invoice__in=invoices[:CSV_LIMIT].values("pk"))
-        .select_related("invoice")
-        .order_by("-invoice__created", "invoice_id", "id")
-    )
+    invoice_id = parse_int(one, minimum=1, maximum=2**62) if one else None
+    if one and invoice_id is None:
+        raise Http404("No such invoice")
+    _form, invoices = _filtered_invoices(request, invoice_id=invoice_id)
+    lines = selectors.invoice_line_list(team=request.team, invoices=invoices[:CSV_LIMIT])
 
     def rows() -> Iterator[list[Any]]:
         yield LINE_COLUMNS
         for line in lines.iterator():
             yield [line.invoice.number, line.invoice.status, line.description, line.quantity or "",
-                   _money(line.amount), line.invoice.currency, _date(line.period_start), _date(line.period_end),
+                   dollars(line.amount), line.invoice.currency, _date(line.period_start), _date(line.period_end),
                    line.price_id, line.invoice.stripe_id]  # fmt: skip
 
-    return csv_response(f"{team.slug}-invoice-lines", rows())
+    return csv_response(f"{request.team.slug}-invoice-lines", rows())
 
 
 @team_view(GET="billing.view")
-def invoice_detail(request: HttpRequest, invoice_id: int) -> HttpResponse:
-    team = request.team  # type: ignore[attr-defined]
+def invoice_detail(request: TeamRequest, invoice_id: int) -> HttpResponse:
+    team = request.team
     try:
         invoice = selectors.invoice_get(team=team, invoice_id=invoice_id)
     except Invoice.DoesNotExist:
@@ -279,39 +262,33 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
 
 # --- operator ------------------------------------------------------------------------------------
 
+# The page lists two things page by page, each with its own page parameter (a page of one keeps the other's).
+EVENTS_PAGE, DIFFERENCES_PAGE = "page", "differences_page"
+
+
+def _page(request: HttpRequest, items: QuerySet[Any], param: str) -> Page[Any]:
+    return Paginator(items, OPERATOR_PAGE_SIZE).get_page(request.GET.get(param))
+
 
 @staff_only
 @require_GET
-def operator_billing(request: HttpRequest) -> HttpResponse:
+def operator_billing(request: UserRequest) -> HttpResponse:
     """Failed webhook events (with retry), meter reports Stripe refused, and reconciliation differences."""
-    failed = StripeEvent.objects.filter(status=EventStatus.FAILED).order_by("-received_at")
-    page = Paginator(failed, 50).get_page(request.GET.get("page"))
-    reconciliations = [r for r in Reconciliation.objects.select_related("team")[:500] if not r.matches][:100]
-    meter_failures = MeterReport.objects.filter(
-        status__in=(MeterReportStatus.FAILED, MeterReportStatus.EXPIRED)
-    ).select_related("team")[:100]
-    missed = Invoice.objects.filter(missed_units__gt=0).select_related("team").order_by("-period_end")[:100]
-    deleted_teams = (
-        Team.objects.filter(deleted_at__isnull=False)
-        .select_related("billing")
-        .annotate(
-            invoice_count=Count("invoices"),
-            unpaid_count=Count(
-                "invoices", filter=Q(invoices__status__in=selectors.UNPAID, invoices__amount_remaining__gt=0)
-            ),
-        )
-        .order_by("-deleted_at")[:100]
-    )
+    events = _page(request, selectors.failed_events(), EVENTS_PAGE)
+    differences = _page(request, selectors.reconciliation_differences(), DIFFERENCES_PAGE)
     return render(
         request,
         "billing/operator.html",
         {
-            "page": page,
-            "reconciliations": reconciliations,
-            "meter_failures": meter_failures,
-            "missed": missed,
+            "page": events,
+            "query": urlencode({DIFFERENCES_PAGE: differences.number}),
+            "differences": differences,
+            "differences_param": DIFFERENCES_PAGE,
+            "differences_query": urlencode({EVENTS_PAGE: events.number}),
+            "meter_failures": selectors.meter_failures(),
+            "missed": selectors.missed_invoices(),
             "check_days": services.INVOICE_CHECK_DAYS,
-            "deleted_teams": deleted_teams,
+            "deleted_teams": selectors.deleted_teams(),
             "connected": stripe_client.configured(),
         },
     )
@@ -319,9 +296,9 @@ def operator_billing(request: HttpRequest) -> HttpResponse:
 
 @staff_only
 @require_POST
-def operator_event_retry(request: HttpRequest, event_id: int) -> HttpResponse:
+def operator_event_retry(request: UserRequest, event_id: int) -> HttpResponse:
     try:
-        event = services.event_retry(event_id=event_id, actor=request.user)  # type: ignore[arg-type]
+        event = services.event_retry(event_id=event_id, actor=request.user)
     except ServiceError as error:
         messages.error(request, error.message)
     else:

@@ -2,8 +2,30 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.requests import UserRequest
 from endpoints import services
 from endpoints.models import ApiKey, ConfigChange, Endpoint, GatewayCredential, Service, TeamSuspension
+
+
+class _NoAddAdmin(admin.ModelAdmin):
+    """Rows are made by services (which record config changes and audit events), never in the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class _ActionsOnlyAdmin(_NoAddAdmin):
+    """Read-only but for its actions, which call the services."""
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class _RecordAdmin(_ActionsOnlyAdmin):
+    """A record the services keep: look, never change or delete."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(Service)
@@ -25,7 +47,7 @@ class ServiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(_ActionsOnlyAdmin):
     """Read-only here: changes the gateway enforces go through services (actions below) so the feed records them."""
 
     list_display = ("public_id", "name", "team", "environment", "status", "suspended_reason", "deleted_at")
@@ -33,27 +55,21 @@ class EndpointAdmin(admin.ModelAdmin):
     search_fields = ("public_id", "name", "team__slug")
     actions = ["suspend", "unsuspend"]
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.action(description="Suspend (reason: 'abuse report; contact support')")
-    def suspend(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+    def suspend(self, request: UserRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset:
-            services.endpoint_suspend(endpoint=endpoint, reason="abuse report; contact support", actor=request.user)  # type: ignore[arg-type]
+            services.endpoint_suspend(endpoint=endpoint, reason="abuse report; contact support", actor=request.user)
         messages.success(request, f"Suspended {queryset.count()} endpoint(s).")
 
     @admin.action(description="Lift the platform suspension")
-    def unsuspend(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+    def unsuspend(self, request: UserRequest, queryset: QuerySet[Endpoint]) -> None:
         for endpoint in queryset:
-            services.endpoint_unsuspend(endpoint=endpoint, actor=request.user)  # type: ignore[arg-type]
+            services.endpoint_unsuspend(endpoint=endpoint, actor=request.user)
         messages.success(request, f"Lifted the suspension of {queryset.count()} endpoint(s).")
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(_ActionsOnlyAdmin):
     list_display = (
         "key_id",
         "name",
@@ -69,21 +85,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
     exclude = ("secret_hash",)
     actions = ["revoke"]
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.action(description="Revoke now")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+    def revoke(self, request: UserRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
-            services.api_key_revoke(key=key, actor=request.user)  # type: ignore[arg-type]
+            services.api_key_revoke(key=key, actor=request.user)
         messages.success(request, f"Revoked {queryset.count()} key(s).")
 
 
 @admin.register(GatewayCredential)
-class GatewayCredentialAdmin(admin.ModelAdmin):
+class GatewayCredentialAdmin(_NoAddAdmin):
     """Create credentials with `manage.py create_gateway_credential NAME` (prints the secret once)."""
 
     list_display = ("name", "prefix", "created_at", "last_seen_at", "revoked_at")
@@ -91,40 +101,19 @@ class GatewayCredentialAdmin(admin.ModelAdmin):
     readonly_fields = ("name", "prefix", "created_by", "created_at", "last_seen_at", "revoked_at")
     actions = ["revoke"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
     @admin.action(description="Revoke")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[GatewayCredential]) -> None:
+    def revoke(self, request: UserRequest, queryset: QuerySet[GatewayCredential]) -> None:
         for credential in queryset:
-            services.gateway_credential_revoke(credential=credential, actor=request.user)  # type: ignore[arg-type]
+            services.gateway_credential_revoke(credential=credential, actor=request.user)
         messages.success(request, f"Revoked {queryset.count()} gateway credential(s).")
 
 
 @admin.register(TeamSuspension)
-class TeamSuspensionAdmin(admin.ModelAdmin):
+class TeamSuspensionAdmin(_RecordAdmin):
     list_display = ("team", "reason", "created_at")
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(ConfigChange)
-class ConfigChangeAdmin(admin.ModelAdmin):
+class ConfigChangeAdmin(_RecordAdmin):
     list_display = ("id", "kind", "object_id", "created_at")
     search_fields = ("object_id",)
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
@@ -12,11 +12,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import TeamAPIView, acting_membership
-from endpoints import selectors, services, validators
+from accounts.api import TeamAPIView
+from accounts.requests import TeamAPIRequest
+from endpoints import keys as key_format
+from endpoints import selectors, services
+from endpoints.feed import allowlists_of
 from endpoints.models import ApiKey, Endpoint, Environment
-from endpoints.selectors import known_methods, service_list
-from endpoints.services import ROTATION_OVERLAPS
+from endpoints.selectors import service_list
+from endpoints.services import ROTATION_OVERLAPS, AllowlistError
 from project.api import ErrorSerializer, get_object_or_404_api
 from project.errors import ServiceError
 
@@ -69,60 +72,19 @@ class EndpointOutput(serializers.Serializer):
         return [s.id for s in endpoint.services.all()]
 
     def get_allowlists(self, endpoint: Endpoint) -> dict[str, Any]:
-        return {
-            "origins": endpoint.allowed_origins,
-            "user_agents": endpoint.allowed_user_agents,
-            "ips": endpoint.allowed_ips,
-            "contracts": endpoint.allowed_contracts,
-            "methods": endpoint.allowed_methods,
-        }
+        return allowlists_of(partial(getattr, endpoint))
 
 
-def _clean_allowlists(raw: dict[str, Any], endpoint_services: list[Any]) -> dict[str, Any]:
-    """Validate every list; report each bad entry under its list (`errors`), change nothing on any error."""
-    by_id = {s.id: s for s in endpoint_services}
-    cleaned: dict[str, Any] = {}
-    errors: dict[str, Any] = {}
+def _endpoint(request: TeamAPIRequest, endpoint_id: str) -> Endpoint:
+    return get_object_or_404_api(lambda: selectors.endpoint_get(team=request.team, public_id=endpoint_id))
 
-    def run(name: str, func: Any, value: list[str], **kwargs: Any) -> Any:
-        try:
-            return func(value, **kwargs)
-        except DjangoValidationError as error:
-            errors[name] = error.messages
-            return None
 
-    simple = {
-        "origins": validators.clean_origins,
-        "user_agents": validators.clean_user_agents,
-        "ips": validators.clean_ip_ranges,
-    }
-    for name, func in simple.items():
-        if name in raw:
-            cleaned[f"allowed_{name}"] = run(name, func, raw[name])
-    for name in ("contracts", "methods"):
-        if name not in raw:
-            continue
-        per_service: dict[str, list[str]] = {}
-        for service_id, entries in raw[name].items():
-            service = by_id.get(service_id)
-            if service is None or (name == "contracts" and service.is_llm):
-                errors[f"{name}.{service_id}"] = [f"{service_id!r} is not an enabled RPC service of this endpoint"]
-                continue
-            if name == "contracts":
-                value = run(
-                    f"{name}.{service_id}",
-                    validators.clean_contract_addresses,
-                    entries,
-                    chain_family=service.chain_family,
-                )
-            else:
-                value = run(f"{name}.{service_id}", validators.clean_methods, entries, known=known_methods(service))
-            if value:
-                per_service[service_id] = value
-        cleaned[f"allowed_{name}"] = per_service
-    if errors:
-        raise serializers.ValidationError(errors)
-    return cleaned
+def _allowlist_errors(error: AllowlistError) -> dict[str, list[str]]:
+    """The service's errors by list as this API names them: origins, …, contracts.<service id>, methods.<service id>."""
+    errors: dict[str, list[str]] = {}
+    for each in error.errors:
+        errors.setdefault((each.field or "allowlists").removeprefix("allowed_"), []).append(each.message)
+    return errors
 
 
 class EndpointListAPI(TeamAPIView):
@@ -135,18 +97,16 @@ class EndpointListAPI(TeamAPIView):
         services = serializers.ListField(child=serializers.CharField(), min_length=1)
 
     @extend_schema(responses=EndpointOutput(many=True), summary="List endpoints")
-    def get(self, request: Request, team_slug: str) -> Response:
-        return Response(EndpointOutput(selectors.endpoint_list(team=request.team), many=True).data)  # type: ignore[attr-defined]
+    def get(self, request: TeamAPIRequest, team_slug: str) -> Response:
+        return Response(EndpointOutput(selectors.endpoint_list(team=request.team), many=True).data)
 
     @extend_schema(
         request=EndpointCreateInput, responses={201: EndpointOutput, 400: ErrorSerializer}, summary="Create an endpoint"
     )
-    def post(self, request: Request, team_slug: str) -> Response:
+    def post(self, request: TeamAPIRequest, team_slug: str) -> Response:
         data = self.EndpointCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        endpoint = services.endpoint_create(
-            team=request.team, actor=acting_membership(request).user, **data.validated_data
-        )  # type: ignore[attr-defined]
+        endpoint = services.endpoint_create(team=request.team, actor=request.membership.user, **data.validated_data)
         return Response(EndpointOutput(endpoint).data, status=status.HTTP_201_CREATED)
 
 
@@ -163,12 +123,9 @@ class EndpointDetailAPI(TeamAPIView):
         secret_key_required = serializers.BooleanField(required=False)
         allowlists = AllowlistsField(required=False)
 
-    def _endpoint(self, request: Request, endpoint_id: str) -> Endpoint:
-        return get_object_or_404_api(lambda: selectors.endpoint_get(team=request.team, public_id=endpoint_id))  # type: ignore[attr-defined]
-
     @extend_schema(responses=EndpointOutput, summary="Get an endpoint")
-    def get(self, request: Request, team_slug: str, endpoint_id: str) -> Response:
-        return Response(EndpointOutput(self._endpoint(request, endpoint_id)).data)
+    def get(self, request: TeamAPIRequest, team_slug: str, endpoint_id: str) -> Response:
+        return Response(EndpointOutput(_endpoint(request, endpoint_id)).data)
 
     @extend_schema(
         request=EndpointUpdateInput,
@@ -176,28 +133,25 @@ class EndpointDetailAPI(TeamAPIView):
         summary="Change an endpoint",
         description="Only the fields sent change. Allowlists are checked entry by entry; on any error nothing changes.",
     )
-    def patch(self, request: Request, team_slug: str, endpoint_id: str) -> Response:
-        endpoint = self._endpoint(request, endpoint_id)
+    def patch(self, request: TeamAPIRequest, team_slug: str, endpoint_id: str) -> Response:
+        endpoint = _endpoint(request, endpoint_id)
         data = self.EndpointUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         paused = changes.pop("paused", None)
-        allowlists = changes.pop("allowlists", None)
-        service_ids = changes.pop("services", None)
-        if allowlists is not None:
-            enabled = (
-                list(endpoint.services.all()) if service_ids is None else list(services._active_services(service_ids))
-            )
-            changes.update(_clean_allowlists(allowlists, enabled))
-        actor = acting_membership(request).user
-        endpoint = services.endpoint_update(endpoint=endpoint, actor=actor, services=service_ids, **changes)
+        changes |= {f"allowed_{name}": entries for name, entries in changes.pop("allowlists", {}).items()}
+        actor = request.membership.user
+        try:
+            endpoint = services.endpoint_update(endpoint=endpoint, actor=actor, **changes)
+        except AllowlistError as error:  # every bad entry, in the shape of any invalid body
+            raise serializers.ValidationError(_allowlist_errors(error)) from None
         if paused is not None and (paused != (endpoint.status == "paused")):
             endpoint = services.endpoint_set_paused(endpoint=endpoint, paused=paused, actor=actor)
-        return Response(EndpointOutput(selectors.endpoint_get(team=request.team, public_id=endpoint.public_id)).data)  # type: ignore[attr-defined]
+        return Response(EndpointOutput(selectors.endpoint_get(team=request.team, public_id=endpoint.public_id)).data)
 
     @extend_schema(responses={204: None}, summary="Delete an endpoint (its keys stop working at once)")
-    def delete(self, request: Request, team_slug: str, endpoint_id: str) -> Response:
-        services.endpoint_delete(endpoint=self._endpoint(request, endpoint_id), actor=acting_membership(request).user)
+    def delete(self, request: TeamAPIRequest, team_slug: str, endpoint_id: str) -> Response:
+        services.endpoint_delete(endpoint=_endpoint(request, endpoint_id), actor=request.membership.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -223,9 +177,13 @@ class KeyWithSecretOutput(KeyOutput):
     secret = serializers.CharField(help_text="Shown once, in this response only. Stored only as SHA-256.")
 
 
-def _key_output(request: Request, key: ApiKey, secret: str | None = None) -> dict[str, Any]:
-    context = {"team_suspension": selectors.team_suspension_reason(team=request.team)}  # type: ignore[attr-defined]
-    body = dict(KeyOutput(key, context=context).data)
+def _key_context(request: TeamAPIRequest) -> dict[str, Any]:
+    """What KeyOutput needs to say a key's status: the team's suspension, read once for any number of keys."""
+    return {"team_suspension": selectors.team_suspension_reason(team=request.team)}
+
+
+def _key_output(request: TeamAPIRequest, key: ApiKey, secret: str | None = None) -> dict[str, Any]:
+    body = dict(KeyOutput(key, context=_key_context(request)).data)
     if secret is not None:
         body["secret"] = secret
     return body
@@ -240,29 +198,24 @@ class KeyListAPI(TeamAPIView):
         daily_unit_cap = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
 
     @extend_schema(responses=KeyOutput(many=True), summary="List an endpoint's keys")
-    def get(self, request: Request, team_slug: str, endpoint_id: str) -> Response:
-        endpoint = get_object_or_404_api(lambda: selectors.endpoint_get(team=request.team, public_id=endpoint_id))  # type: ignore[attr-defined]
-        context = {"team_suspension": selectors.team_suspension_reason(team=request.team)}  # type: ignore[attr-defined]
-        return Response(
-            KeyOutput(selectors.key_list(team=request.team, endpoint=endpoint), many=True, context=context).data
-        )  # type: ignore[attr-defined]
+    def get(self, request: TeamAPIRequest, team_slug: str, endpoint_id: str) -> Response:
+        endpoint = _endpoint(request, endpoint_id)
+        keys = selectors.key_list(team=request.team, endpoint=endpoint)
+        return Response(KeyOutput(keys, many=True, context=_key_context(request)).data)
 
     @extend_schema(
         request=KeyCreateInput, responses={201: KeyWithSecretOutput, 403: ErrorSerializer}, summary="Create a key"
     )
-    def post(self, request: Request, team_slug: str, endpoint_id: str) -> Response:
-        endpoint = get_object_or_404_api(lambda: selectors.endpoint_get(team=request.team, public_id=endpoint_id))  # type: ignore[attr-defined]
+    def post(self, request: TeamAPIRequest, team_slug: str, endpoint_id: str) -> Response:
+        endpoint = _endpoint(request, endpoint_id)
         data = self.KeyCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        actor = acting_membership(request).user
-        if actor is None:
-            raise ServiceError("no_actor", "This token's creator no longer exists; create a new token.", status=403)
-        key, secret = services.api_key_create(endpoint=endpoint, actor=actor, **data.validated_data)
+        key, secret = services.api_key_create(endpoint=endpoint, actor=request.membership.user, **data.validated_data)
         return Response(_key_output(request, key, secret), status=status.HTTP_201_CREATED)
 
 
-def _key(request: Request, key_id: str) -> ApiKey:
-    return get_object_or_404_api(lambda: selectors.key_get(team=request.team, key_id=key_id))  # type: ignore[attr-defined]
+def _key(request: TeamAPIRequest, key_id: str) -> ApiKey:
+    return get_object_or_404_api(lambda: selectors.key_get(team=request.team, key_id=key_id))
 
 
 class KeyDetailAPI(TeamAPIView):
@@ -274,7 +227,7 @@ class KeyDetailAPI(TeamAPIView):
         daily_unit_cap = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 
     @extend_schema(responses=KeyOutput, summary="Get a key")
-    def get(self, request: Request, team_slug: str, key_id: str) -> Response:
+    def get(self, request: TeamAPIRequest, team_slug: str, key_id: str) -> Response:
         return Response(_key_output(request, _key(request, key_id)))
 
     @extend_schema(
@@ -282,11 +235,11 @@ class KeyDetailAPI(TeamAPIView):
         responses={200: KeyOutput, 409: ErrorSerializer},
         summary="Rename a key or change its expiry or cap",
     )
-    def patch(self, request: Request, team_slug: str, key_id: str) -> Response:
+    def patch(self, request: TeamAPIRequest, team_slug: str, key_id: str) -> Response:
         key = _key(request, key_id)
         data = self.KeyUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        key = services.api_key_update(key=key, actor=acting_membership(request).user, **data.validated_data)
+        key = services.api_key_update(key=key, actor=request.membership.user, **data.validated_data)
         return Response(_key_output(request, key))
 
 
@@ -301,14 +254,13 @@ class KeyRotateAPI(TeamAPIView):
     @extend_schema(
         request=KeyRotateInput, responses={201: KeyWithSecretOutput, 409: ErrorSerializer}, summary="Rotate a key"
     )
-    def post(self, request: Request, team_slug: str, key_id: str) -> Response:
+    def post(self, request: TeamAPIRequest, team_slug: str, key_id: str) -> Response:
         key = _key(request, key_id)  # another team's key is 404 before any input is looked at
         data = self.KeyRotateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        actor = acting_membership(request).user
-        if actor is None:
-            raise ServiceError("no_actor", "This token's creator no longer exists; create a new token.", status=403)
-        new, secret = services.api_key_rotate(key=key, overlap=data.validated_data["overlap"], actor=actor)
+        new, secret = services.api_key_rotate(
+            key=key, overlap=data.validated_data["overlap"], actor=request.membership.user
+        )
         return Response(_key_output(request, new, secret), status=status.HTTP_201_CREATED)
 
 
@@ -316,8 +268,8 @@ class KeyRevokeAPI(TeamAPIView):
     required_actions = {"POST": "keys.manage"}
 
     @extend_schema(request=None, responses={200: KeyOutput}, summary="Revoke a key now")
-    def post(self, request: Request, team_slug: str, key_id: str) -> Response:
-        key = services.api_key_revoke(key=_key(request, key_id), actor=acting_membership(request).user)
+    def post(self, request: TeamAPIRequest, team_slug: str, key_id: str) -> Response:
+        key = services.api_key_revoke(key=_key(request, key_id), actor=request.membership.user)
         return Response(_key_output(request, key))
 
 
@@ -334,17 +286,15 @@ class KeyIdentifyAPI(TeamAPIView):
         responses={200: KeyOutput, 400: ErrorSerializer, 404: ErrorSerializer},
         summary="Identify a key from its secret",
     )
-    def post(self, request: Request, team_slug: str) -> Response:
+    def post(self, request: TeamAPIRequest, team_slug: str) -> Response:
         data = self.KeyIdentifyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        from endpoints import keys as key_format
-
         secret = data.validated_data["secret"]
         if not key_format.is_well_formed(secret):
             raise ServiceError(
                 "malformed_key", "This is not a Gatehouse key: its format or checksum is wrong.", field="secret"
             )
-        key = selectors.key_by_secret(team=request.team, secret=secret)  # type: ignore[attr-defined]
+        key = selectors.key_by_secret(team=request.team, secret=secret)
         if key is None:
             raise ServiceError("not_found", "No key of this team has this secret.", status=404)
         return Response(_key_output(request, key))

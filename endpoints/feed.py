@@ -4,6 +4,7 @@ changes since a cursor. Built with plain value queries and msgspec, not serializ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,8 +15,11 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from endpoints.models import (
+    ALLOWLIST_FIELDS,
     DEFAULT_RATE_LIMIT_RPS,
+    ENFORCED_FIELDS,
     ApiKey,
+    ApiKeyQuerySet,
     ConfigChange,
     ConfigFeedHorizon,
     Endpoint,
@@ -57,11 +61,17 @@ def key_status(
         return Status("revoked", "replaced by rotation")
     if expires_at is not None and expires_at <= now:
         return Status("expired")
+    return endpoint_status_of(status=endpoint_status, reason=endpoint_reason, team_suspension=team_suspension)
+
+
+def endpoint_status_of(*, status: str, reason: str, team_suspension: str | None) -> Status:
+    """What the gateway does with a live endpoint (and every working key of it): a team suspension first, then the
+    platform's suspension, then the team's pause."""
     if team_suspension:
         return Status("suspended", team_suspension)
-    if endpoint_status == EndpointStatus.SUSPENDED:
-        return Status("suspended", endpoint_reason or "suspended by the platform")
-    if endpoint_status == EndpointStatus.PAUSED:
+    if status == EndpointStatus.SUSPENDED:
+        return Status("suspended", reason or "suspended by the platform")
+    if status == EndpointStatus.PAUSED:
         return Status("suspended", "endpoint paused by the team")
     return Status("active")
 
@@ -70,20 +80,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+# The endpoint's enforced fields, and what the record needs besides them.
 _ENDPOINT_FIELDS = (
     "public_id",
     "team__slug",
-    "environment",
-    "status",
-    "suspended_reason",
-    "rate_limit_rps",
-    "monthly_unit_cap",
-    "secret_key_required",
-    "allowed_origins",
-    "allowed_user_agents",
-    "allowed_ips",
-    "allowed_contracts",
-    "allowed_methods",
+    *ENFORCED_FIELDS,
     "deleted_at",
     "team__gateway_suspension__reason",
     "team__plan_limit__rate_limit_rps",
@@ -105,39 +106,36 @@ _KEY_FIELDS = (
 )
 
 
-def _endpoint_record(row: tuple[Any, ...], services: list[str], default_plan_rps: int) -> dict[str, Any]:
-    (public_id, team, environment, status, reason, rps, cap, secret_required, origins, agents, ips, contracts,
-     methods, deleted_at, team_suspension, plan_rps) = row  # fmt: skip
-    plan_rps = plan_rps or default_plan_rps  # a team its plan set no limit for is on the default (Free's)
+def _endpoint_record(row: dict[str, Any], services: list[str], default_plan_rps: int) -> dict[str, Any]:
+    plan_rps = row["team__plan_limit__rate_limit_rps"] or default_plan_rps  # no limit set by its plan: the default's
+    rps = row["rate_limit_rps"]
     rps = min(rps, plan_rps) if rps else plan_rps  # never above the plan, whatever was stored before a downgrade
-    if deleted_at is not None:
+    if row["deleted_at"] is not None:
         effective = Status("deleted")
-    elif team_suspension:
-        effective = Status("suspended", team_suspension)
-    elif status == EndpointStatus.SUSPENDED:
-        effective = Status("suspended", reason or "suspended by the platform")
-    elif status == EndpointStatus.PAUSED:
-        effective = Status("suspended", "endpoint paused by the team")
     else:
-        effective = Status("active")
+        effective = endpoint_status_of(
+            status=row["status"],
+            reason=row["suspended_reason"],
+            team_suspension=row["team__gateway_suspension__reason"],
+        )
     return {
-        "endpoint_id": public_id,
-        "team": team,
-        "environment": environment,
+        "endpoint_id": row["public_id"],
+        "team": row["team__slug"],
+        "environment": row["environment"],
         "status": effective.status,
         "status_reason": effective.reason,
         "services": services,
         "rate_limit_rps": rps,
-        "monthly_unit_cap": cap,
-        "secret_key_required": secret_required,
-        "allowlists": {
-            "origins": origins,
-            "user_agents": agents,
-            "ips": ips,
-            "contracts": contracts,
-            "methods": methods,
-        },
+        "monthly_unit_cap": row["monthly_unit_cap"],
+        "secret_key_required": row["secret_key_required"],
+        "allowlists": allowlists_of(row.__getitem__),
     }
+
+
+def allowlists_of(value_of: Callable[[str], Any]) -> dict[str, Any]:
+    """The allowlists as the gateway and the team API name them ({origins: …, …, methods: …}), given how to read a
+    field (of a row, or of an Endpoint)."""
+    return {field.removeprefix("allowed_"): value_of(field) for field in ALLOWLIST_FIELDS}
 
 
 def _key_record(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
@@ -176,15 +174,15 @@ def _endpoints(filter_: Q) -> list[dict[str, Any]]:
     rows = (
         Endpoint.objects.filter(filter_)
         .annotate(service_ids=ArrayAgg("services__id", distinct=True, default=[]))
-        .values_list(*_ENDPOINT_FIELDS, "service_ids")
+        .values(*_ENDPOINT_FIELDS, "service_ids")
         .order_by()
     )
     default_rps = _default_plan_rps()
-    return [_endpoint_record(row[:-1], sorted(s for s in row[-1] if s), default_rps) for row in rows]
+    return [_endpoint_record(row, sorted(s for s in row["service_ids"] if s), default_rps) for row in rows]
 
 
-def _keys(filter_: Q, now: datetime) -> list[dict[str, Any]]:
-    rows = ApiKey.objects.filter(filter_).values_list(*_KEY_FIELDS).order_by()
+def _keys(keys: ApiKeyQuerySet, now: datetime) -> list[dict[str, Any]]:
+    rows = keys.values_list(*_KEY_FIELDS).order_by()
     return [_key_record(row, now) for row in rows.iterator(chunk_size=5000)]
 
 
@@ -204,11 +202,7 @@ def snapshot() -> dict[str, Any]:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor_id = _cursor_now()
         endpoints = _endpoints(Q(deleted_at__isnull=True))
-        keys = _keys(
-            Q(revoked_at__isnull=True, endpoint__deleted_at__isnull=True)
-            & (Q(valid_until__isnull=True) | Q(valid_until__gt=now)),
-            now,
-        )
+        keys = _keys(ApiKey.objects.unrevoked(now), now)
     return {
         "version": FEED_VERSION,
         "cursor": str(cursor_id),
@@ -238,7 +232,7 @@ def changes(*, since: int, limit: int = DEFAULT_CHANGES_LIMIT) -> dict[str, Any]
     endpoint_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.ENDPOINT]
     key_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.KEY]
     endpoints = {e["endpoint_id"]: e for e in _endpoints(Q(public_id__in=endpoint_ids))} if endpoint_ids else {}
-    keys = {k["key_id"]: k for k in _keys(Q(key_id__in=key_ids), now)} if key_ids else {}
+    keys = {k["key_id"]: k for k in _keys(ApiKey.objects.filter(key_id__in=key_ids), now)} if key_ids else {}
     entries = []
     for row in latest:
         object_id = row["object_id"]

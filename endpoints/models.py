@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -76,6 +78,15 @@ class EndpointQuerySet(models.QuerySet["Endpoint"]):
         return self.filter(deleted_at__isnull=True)
 
 
+# An endpoint's allowlists; the config feed and the team API name each without "allowed_" (allowlists.origins, …).
+ALLOWLIST_FIELDS = ("allowed_origins", "allowed_user_agents", "allowed_ips", "allowed_contracts", "allowed_methods")
+# What the team sets itself on the security tab (and the API's PATCH) of what the gateway enforces.
+SECURITY_FIELDS = ("secret_key_required", "rate_limit_rps", "monthly_unit_cap", *ALLOWLIST_FIELDS)
+# Everything of an endpoint the gateway enforces, named once: the config feed (feed.py) publishes it, and changing any
+# of it is a config change (services.endpoint_update).
+ENFORCED_FIELDS = ("environment", "status", "suspended_reason", *SECURITY_FIELDS)
+
+
 class Endpoint(models.Model):
     """A team's app: which services it may call, with which limits and allowlists. Keys belong to one."""
 
@@ -111,6 +122,22 @@ class Endpoint(models.Model):
         return self.name
 
 
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def unrevoked(self, at: datetime | None = None) -> ApiKeyQuerySet:
+        """Keys not ended by a revocation, their endpoint's deletion or the end of a rotation overlap: every key the
+        config feed tells the gateway about (an expired one included, so it can say "expired")."""
+        now = at or timezone.now()
+        return self.filter(
+            Q(revoked_at__isnull=True, endpoint__deleted_at__isnull=True),
+            Q(valid_until__isnull=True) | Q(valid_until__gt=now),
+        )
+
+    def usable(self, at: datetime | None = None) -> ApiKeyQuerySet:
+        """Keys that work: unrevoked and not expired (ApiKey.is_usable, as a filter)."""
+        now = at or timezone.now()
+        return self.unrevoked(now).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
 class ApiKey(models.Model):
     """An API key: a public key id (in URLs) and a secret shown once and stored only as SHA-256."""
 
@@ -130,13 +157,16 @@ class ApiKey(models.Model):
     replaced_by = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     last_used_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ApiKeyQuerySet.as_manager()
+
     class Meta:
         indexes = [models.Index(fields=["team", "endpoint"], name="endpoints_key_team_endpoint")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.key_id})"
 
-    def is_usable(self, at=None) -> bool:  # type: ignore[no-untyped-def]
+    def is_usable(self, at: datetime | None = None) -> bool:
+        """ApiKeyQuerySet.usable for one loaded key (its endpoint's deletion revokes it, so revoked_at says that)."""
         now = at or timezone.now()
         return (
             self.revoked_at is None

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import Team
 from endpoints import keys as key_format
 from endpoints.catalog import KNOWN_METHODS
 from endpoints.feed import Status, key_status
-from endpoints.models import ApiKey, Endpoint, Service, ServiceStatus, TeamSuspension
+from endpoints.models import (
+    DEFAULT_RATE_LIMIT_RPS,
+    ApiKey,
+    ApiKeyQuerySet,
+    Endpoint,
+    PlanLimit,
+    Service,
+    ServiceStatus,
+    TeamSuspension,
+)
 
 
 def service_list(*, include_retired: bool = False) -> QuerySet[Service]:
@@ -23,12 +33,13 @@ def known_methods(service: Service) -> tuple[str, ...]:
 
 def endpoint_list(*, team: Team) -> QuerySet[Endpoint]:
     """Live endpoints with their services and counts of keys that still work (three queries in all)."""
-    now = timezone.now()
-    usable = Q(keys__revoked_at__isnull=True) & (Q(keys__valid_until__isnull=True) | Q(keys__valid_until__gt=now))
+    usable_keys = (
+        ApiKey.objects.usable().filter(endpoint=OuterRef("pk")).order_by().values("endpoint").annotate(n=Count("pk"))
+    )
     return (
         Endpoint.objects.filter(team=team)
         .live()
-        .annotate(key_count=Count("keys", filter=usable))
+        .annotate(key_count=Coalesce(Subquery(usable_keys.values("n")), 0))
         .prefetch_related(Prefetch("services", queryset=Service.objects.order_by("sort_order")))
         .order_by("name", "id")
     )
@@ -43,7 +54,7 @@ def endpoint_get(*, team: Team, public_id: str) -> Endpoint:
     )
 
 
-def key_list(*, team: Team, endpoint: Endpoint | None = None, include_revoked: bool = True) -> QuerySet[ApiKey]:
+def key_list(*, team: Team, endpoint: Endpoint | None = None, include_revoked: bool = True) -> ApiKeyQuerySet:
     keys = ApiKey.objects.filter(team=team).select_related("endpoint", "created_by", "replaced_by")
     if endpoint is not None:
         keys = keys.filter(endpoint=endpoint)
@@ -82,6 +93,12 @@ def key_effective_status(key: ApiKey, *, team_suspension: str | None) -> Status:
     )
 
 
+def plan_rate_limit(*, team: Team) -> int:
+    """The most requests per second the team's plan allows an endpoint (and its limit when the endpoint sets none)."""
+    limits = PlanLimit.objects.filter(Q(team=team) | Q(team__isnull=True)).order_by(F("team").asc(nulls_last=True))
+    return limits.values_list("rate_limit_rps", flat=True).first() or DEFAULT_RATE_LIMIT_RPS
+
+
 def team_suspension_reason(*, team: Team) -> str | None:
     return TeamSuspension.objects.filter(team=team).values_list("reason", flat=True).first()
 
@@ -103,14 +120,7 @@ def curl_example(service: Service, key_id: str, endpoint: Endpoint) -> str:
 
 def first_request_example(*, team: Team) -> dict[str, str] | None:
     """The team's first live endpoint and usable key, as a URL and a curl example (for empty states)."""
-    now = timezone.now()
-    key = (
-        ApiKey.objects.filter(team=team, revoked_at__isnull=True, endpoint__deleted_at__isnull=True)
-        .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=now))
-        .select_related("endpoint")
-        .order_by("created_at")
-        .first()
-    )
+    key = ApiKey.objects.filter(team=team).usable().select_related("endpoint").order_by("created_at").first()
     if key is None:
         return None
     service = key.endpoint.services.order_by("sort_order").first()

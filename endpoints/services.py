@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from accounts.models import Team, User
-from accounts.services import audit_record, user_email_verified
+from accounts.selectors import user_email_verified
+from accounts.services import audit_record
 from endpoints import keys as key_format
+from endpoints import validators
 from endpoints.models import (
-    DEFAULT_RATE_LIMIT_RPS,
+    ENFORCED_FIELDS,
     GATEWAY_CREDENTIAL_PREFIX,
     ApiKey,
     ConfigChange,
@@ -28,6 +31,7 @@ from endpoints.models import (
     ServiceStatus,
     TeamSuspension,
 )
+from endpoints.selectors import known_methods, plan_rate_limit
 from project.errors import ServiceError
 from project.secrets import prefixed_secret, sha256_hex
 
@@ -39,21 +43,18 @@ ROTATION_OVERLAPS: dict[str, timedelta] = {
     "24h": timedelta(hours=24),
     "7d": timedelta(days=7),
 }
-# Fields of an endpoint the gateway enforces: changing any of them is a config change.
-ENFORCED_FIELDS = (
-    "status",
-    "suspended_reason",
-    "rate_limit_rps",
-    "monthly_unit_cap",
-    "secret_key_required",
-    "allowed_origins",
-    "allowed_user_agents",
-    "allowed_ips",
-    "allowed_contracts",
-    "allowed_methods",
-    "environment",
-)
 EDITABLE_FIELDS = ("name", "description", *ENFORCED_FIELDS)
+
+
+class AllowlistError(ServiceError):
+    """Every bad entry of every allowlist at once, so a user fixes them all in one round trip. `errors` holds one
+    ServiceError per bad entry, its field the list's: allowed_origins, allowed_user_agents, allowed_ips, or
+    allowed_contracts.<service id> and allowed_methods.<service id>. The error itself reads as the first of them."""
+
+    def __init__(self, errors: list[ServiceError]) -> None:
+        first = errors[0]
+        super().__init__(first.code, first.message, field=first.field)
+        self.errors = errors
 
 
 # --- the one door for what the gateway enforces ---------------------------------------------
@@ -103,16 +104,81 @@ def service_catalog_sync() -> int:
 
 
 def _active_services(service_ids: Iterable[str]) -> list[Service]:
+    """The services to enable, at least one, none unknown or retired."""
     wanted = sorted(set(service_ids))
     found = list(Service.objects.filter(id__in=wanted).exclude(status=ServiceStatus.RETIRED))
     missing = sorted(set(wanted) - {s.id for s in found})
     if missing:
         raise ServiceError("unknown_service", f"Unknown or retired services: {', '.join(missing)}.", field="services")
+    if not found:
+        raise ServiceError("services_required", "Enable at least one service.", field="services")
     return found
 
 
-def _snapshot(endpoint: Endpoint, fields: Iterable[str]) -> dict[str, Any]:
-    return {field: getattr(endpoint, field) for field in fields}
+def _name(value: object, *, noun: str) -> str:
+    name = str(value).strip()
+    if not name:
+        raise ServiceError("name_required", f"Give the {noun} a name.", field="name")
+    return name[:80]
+
+
+def _apply(instance: models.Model, changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set the fields whose value differs (HackSoft's model_update, without the save: the caller saves, once). Returns
+    the changed fields' values before and after, for the audit log."""
+    before = {field: getattr(instance, field) for field, value in changes.items() if getattr(instance, field) != value}
+    after = {field: changes[field] for field in before}
+    for field, value in after.items():
+        setattr(instance, field, value)
+    return before, after
+
+
+_LIST_CLEANERS: dict[str, Callable[[list[str]], list[str]]] = {
+    "allowed_origins": validators.clean_origins,
+    "allowed_user_agents": validators.clean_user_agents,
+    "allowed_ips": validators.clean_ip_ranges,
+}
+
+
+def _per_service_cleaner(field: str, service: Service | None) -> Callable[[list[str]], list[str]] | None:
+    """How to clean a service's contracts or methods list; None when the endpoint cannot have one for it."""
+    if service is None or (field == "allowed_contracts" and service.is_llm):
+        return None
+    if field == "allowed_contracts":
+        return partial(validators.clean_contract_addresses, chain_family=service.chain_family)
+    return partial(validators.clean_methods, known=known_methods(service))
+
+
+def _allowlists_clean(changes: dict[str, Any], services: list[Service]) -> None:
+    """Validate and normalize, in place, the allowlists among the changes (endpoints/validators.py), for the services
+    the endpoint will have. Raises AllowlistError with every bad entry; a service's empty list is dropped."""
+    errors: list[ServiceError] = []
+
+    def clean(field: str, cleaner: Callable[[list[str]], list[str]], entries: list[str]) -> list[str]:
+        try:
+            return cleaner(entries)
+        except ValidationError as error:
+            errors.extend(ServiceError(e.code or "invalid", e.messages[0], field=field) for e in error.error_list)
+            return []
+
+    for field, cleaner in _LIST_CLEANERS.items():
+        if field in changes:
+            changes[field] = clean(field, cleaner, changes[field])
+    by_id = {service.id: service for service in services}
+    for field in ("allowed_contracts", "allowed_methods"):
+        if field not in changes:
+            continue
+        per_service: dict[str, list[str]] = {}
+        for service_id, entries in changes[field].items():
+            where = f"{field}.{service_id}"
+            service_cleaner = _per_service_cleaner(field, by_id.get(service_id))
+            if service_cleaner is None:
+                message = f"{service_id!r} is not an enabled RPC service of this endpoint"
+                errors.append(ServiceError("unknown_service", message, field=where))
+            elif cleaned := clean(where, service_cleaner, entries):
+                per_service[service_id] = cleaned
+        changes[field] = per_service
+    if errors:
+        raise AllowlistError(errors)
 
 
 @transaction.atomic
@@ -126,14 +192,10 @@ def endpoint_create(
     description: str = "",
 ) -> Endpoint:
     """Create an endpoint (a team's app) with the services it may call."""
-    name = name.strip()
-    if not name:
-        raise ServiceError("name_required", "Give the endpoint a name.", field="name")
+    name = _name(name, noun="endpoint")
     if environment not in Environment.values:
         raise ServiceError("invalid_environment", "Choose production or test.", field="environment")
     chosen = _active_services(services)
-    if not chosen:
-        raise ServiceError("services_required", "Enable at least one service.", field="services")
     Team.objects.select_for_update().filter(pk=team.pk).first()  # one creation at a time: the count holds
     if Endpoint.objects.filter(team=team).live().count() >= settings.TEAM_MAX_ENDPOINTS:
         raise ServiceError(
@@ -144,7 +206,7 @@ def endpoint_create(
     endpoint = Endpoint.objects.create(
         public_id=key_format.public_id("ep_", 12),
         team=team,
-        name=name[:80],
+        name=name,
         description=description.strip()[:500],
         environment=environment,
     )
@@ -164,11 +226,12 @@ def endpoint_create(
 def endpoint_update(
     *,
     endpoint: Endpoint,
-    actor: User,
+    actor: User | None,
     services: Iterable[str] | None = None,
     **changes: Any,
 ) -> Endpoint:
-    """Change an endpoint's settings, limits or allowlists (already validated by the caller's form)."""
+    """Change an endpoint's settings, limits or allowlists. Allowlists are validated and normalized here, every bad
+    entry reported at once (AllowlistError); on any error nothing changes."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValueError(f"not editable here: {sorted(unknown)}")
@@ -176,29 +239,19 @@ def endpoint_update(
     if endpoint.deleted_at is not None:
         raise ServiceError("endpoint_deleted", "This endpoint was deleted.", status=404)
     if "name" in changes:
-        changes["name"] = str(changes["name"]).strip()[:80]
-        if not changes["name"]:
-            raise ServiceError("name_required", "Give the endpoint a name.", field="name")
+        changes["name"] = _name(changes["name"], noun="endpoint")
+    current = list(endpoint.services.all())
+    chosen = current if services is None else _active_services(services)
+    _allowlists_clean(changes, chosen)  # for the services the endpoint will have
     if changes.get("rate_limit_rps") is not None:
         _check_rate_limit(endpoint.team, changes["rate_limit_rps"])
-    before = _snapshot(endpoint, changes)
-    changed = {field for field, value in changes.items() if before[field] != value}
-    before_services = sorted(endpoint.services.values_list("id", flat=True))
-    after_services = before_services
-    if services is not None:
-        chosen = _active_services(services)
-        if not chosen:
-            raise ServiceError("services_required", "Enable at least one service.", field="services")
-        after_services = sorted(s.id for s in chosen)
-    if not changed and after_services == before_services:
+    audit_before, audit_after = _apply(endpoint, changes)
+    before_services, after_services = sorted(s.id for s in current), sorted(s.id for s in chosen)
+    if not audit_after and after_services == before_services:
         return endpoint
-    for field in changed:
-        setattr(endpoint, field, changes[field])
-    endpoint.save(update_fields=[*changed, "updated_at"])
-    audit_before = {field: before[field] for field in changed}
-    audit_after = {field: changes[field] for field in changed}
+    endpoint.save(update_fields=[*audit_after, "updated_at"])
     if after_services != before_services:
-        endpoint.services.set(after_services)
+        endpoint.services.set(chosen)
         audit_before["services"], audit_after["services"] = before_services, after_services
     audit_record(
         action="endpoint.updated",
@@ -208,19 +261,13 @@ def endpoint_update(
         before=audit_before,
         after=audit_after,
     )
-    if changed & set(ENFORCED_FIELDS) or after_services != before_services:
+    if set(audit_after) & {*ENFORCED_FIELDS, "services"}:
         config_change_record(endpoints=[endpoint], keys=_keys_that_matter([endpoint]))
     return endpoint
 
 
-def plan_rate_limit(team: Team) -> int:
-    """The most requests per second the team's plan allows an endpoint (and its limit when the endpoint sets none)."""
-    limits = PlanLimit.objects.filter(Q(team=team) | Q(team__isnull=True)).order_by(F("team").asc(nulls_last=True))
-    return limits.values_list("rate_limit_rps", flat=True).first() or DEFAULT_RATE_LIMIT_RPS
-
-
 def _check_rate_limit(team: Team, rps: int) -> None:
-    allowed = plan_rate_limit(team)
+    allowed = plan_rate_limit(team=team)
     if rps > allowed:
         raise ServiceError(
             "rate_limit_above_plan",
@@ -265,11 +312,11 @@ def endpoint_suspend(*, endpoint: Endpoint, reason: str, actor: User | None = No
         raise ServiceError("reason_required", "Say why the endpoint is suspended.", field="reason")
     return endpoint_update(
         endpoint=endpoint, actor=actor, status=EndpointStatus.SUSPENDED, suspended_reason=reason.strip()[:200]
-    )  # type: ignore[arg-type]
+    )
 
 
 def endpoint_unsuspend(*, endpoint: Endpoint, actor: User | None = None) -> Endpoint:
-    return endpoint_update(endpoint=endpoint, actor=actor, status=EndpointStatus.ACTIVE, suspended_reason="")  # type: ignore[arg-type]
+    return endpoint_update(endpoint=endpoint, actor=actor, status=EndpointStatus.ACTIVE, suspended_reason="")
 
 
 @transaction.atomic
@@ -330,9 +377,7 @@ def api_key_create(
     daily_unit_cap: int | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key. Returns it and its secret — the only time the secret exists outside the caller."""
-    name = name.strip()
-    if not name:
-        raise ServiceError("name_required", "Give the key a name.", field="name")
+    name = _name(name, noun="key")
     if not user_email_verified(actor):
         raise ServiceError(
             "email_unverified", "Verify your email address before creating API keys (check your inbox).", status=403
@@ -351,7 +396,7 @@ def api_key_create(
                 "uses, or contact support to raise the limit.",
             )
         key, secret = _new_key(
-            endpoint=endpoint, name=name[:80], actor=actor, expires_at=expires_at, daily_unit_cap=daily_unit_cap
+            endpoint=endpoint, name=name, actor=actor, expires_at=expires_at, daily_unit_cap=daily_unit_cap
         )
         audit_record(
             action="key.created",
@@ -379,26 +424,21 @@ def api_key_update(*, key: ApiKey, actor: User, **changes: Any) -> ApiKey:
     if key.revoked_at is not None:
         raise ServiceError("key_revoked", "This key is revoked.", status=409)
     if "name" in changes:
-        changes["name"] = str(changes["name"]).strip()[:80]
-        if not changes["name"]:
-            raise ServiceError("name_required", "Give the key a name.", field="name")
+        changes["name"] = _name(changes["name"], noun="key")
     _validate_key_limits(changes.get("expires_at"), changes.get("daily_unit_cap"))
-    changed = {f: v for f, v in changes.items() if getattr(key, f) != v}
-    if not changed:
+    before, after = _apply(key, changes)
+    if not after:
         return key
-    before = {f: getattr(key, f) for f in changed}
-    for field, value in changed.items():
-        setattr(key, field, value)
-    key.save(update_fields=list(changed))
+    key.save(update_fields=list(after))
     audit_record(
         action="key.updated",
         actor=actor,
         team=key.team,
         target=key,
         before={f: v.isoformat() if isinstance(v, datetime) else v for f, v in before.items()},
-        after={f: v.isoformat() if isinstance(v, datetime) else v for f, v in changed.items()},
+        after={f: v.isoformat() if isinstance(v, datetime) else v for f, v in after.items()},
     )
-    if set(changed) - {"name"}:
+    if set(after) - {"name"}:
         config_change_record(keys=[key])
     return key
 
@@ -424,12 +464,12 @@ def api_key_rotate(*, key: ApiKey, overlap: str, actor: User) -> tuple[ApiKey, s
             expires_at=old.expires_at,
             daily_unit_cap=old.daily_unit_cap,
         )
-        now = timezone.now()
         old.replaced_by = new
+        ends_at = timezone.now() + ROTATION_OVERLAPS[overlap]
         if ROTATION_OVERLAPS[overlap]:
-            old.valid_until = now + ROTATION_OVERLAPS[overlap]
+            old.valid_until = ends_at
         else:
-            old.revoked_at = now
+            old.revoked_at = ends_at
         old.save(update_fields=["replaced_by", "valid_until", "revoked_at"])
         audit_record(
             action="key.rotated",
@@ -439,7 +479,7 @@ def api_key_rotate(*, key: ApiKey, overlap: str, actor: User) -> tuple[ApiKey, s
             after={
                 "new_key": new.key_id,
                 "overlap": overlap,
-                "old_key_valid_until": (old.valid_until or old.revoked_at).isoformat(),
+                "old_key_valid_until": ends_at.isoformat(),
             },
         )
         config_change_record(keys=[old, new])

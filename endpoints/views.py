@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import ObjectDoesNotExist
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from accounts.permissions import can, team_view
-from accounts.services import user_email_verified
+from accounts.requests import TeamRequest
+from accounts.selectors import user_email_verified
 from endpoints import selectors, services
 from endpoints.forms import (
     EndpointCreateForm,
@@ -22,28 +25,31 @@ from endpoints.forms import (
 from endpoints.models import ApiKey, Endpoint
 from project.errors import ServiceError
 
+T = TypeVar("T")
 
-def _endpoint_or_404(request: HttpRequest, endpoint_id: str) -> Endpoint:
+
+def _or_404(fetch: Callable[[], T], message: str) -> T:
     try:
-        return selectors.endpoint_get(team=request.team, public_id=endpoint_id)  # type: ignore[attr-defined]
-    except Endpoint.DoesNotExist:
-        raise Http404("No such endpoint") from None
+        return fetch()
+    except ObjectDoesNotExist:
+        raise Http404(message) from None
 
 
-def _key_or_404(request: HttpRequest, key_id: str) -> ApiKey:
-    try:
-        return selectors.key_get(team=request.team, key_id=key_id)  # type: ignore[attr-defined]
-    except ApiKey.DoesNotExist:
-        raise Http404("No such key") from None
+def _endpoint_or_404(request: TeamRequest, endpoint_id: str) -> Endpoint:
+    return _or_404(lambda: selectors.endpoint_get(team=request.team, public_id=endpoint_id), "No such endpoint")
+
+
+def _key_or_404(request: TeamRequest, key_id: str) -> ApiKey:
+    return _or_404(lambda: selectors.key_get(team=request.team, key_id=key_id), "No such key")
 
 
 def _endpoint_url(endpoint: Endpoint, name: str = "endpoint_detail") -> str:
     return reverse(name, kwargs={"team_slug": endpoint.team.slug, "endpoint_id": endpoint.public_id})
 
 
-def _render_tab(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+def _render_tab(request: TeamRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
     """A tab of the endpoint page: the whole page, or only the panel when htmx swaps tabs."""
-    name = f"{template}#panel" if getattr(request, "htmx", False) and not request.htmx.boosted else template  # type: ignore[attr-defined]
+    name = f"{template}#panel" if request.htmx and not request.htmx.boosted else template
     return render(request, name, context, status=status)
 
 
@@ -51,17 +57,17 @@ def _render_tab(request: HttpRequest, template: str, context: dict[str, Any], st
 
 
 @team_view(GET="endpoints.manage", POST="endpoints.manage")
-def endpoint_create(request: HttpRequest) -> HttpResponse:
+def endpoint_create(request: TeamRequest) -> HttpResponse:
     form = EndpointCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             endpoint = services.endpoint_create(
-                team=request.team,  # type: ignore[attr-defined]
+                team=request.team,
                 name=form.cleaned_data["name"],
                 description=form.cleaned_data["description"],
                 environment=form.cleaned_data["environment"],
                 services=[s.id for s in form.cleaned_data["services"]],
-                actor=request.user,  # type: ignore[arg-type]
+                actor=request.user,
             )
         except ServiceError as error:
             form.add_service_error(error)
@@ -75,18 +81,16 @@ def endpoint_create(request: HttpRequest) -> HttpResponse:
 # --- the endpoint page's tabs ---------------------------------------------------------------
 
 
-def _base_context(request: HttpRequest, endpoint: Endpoint, tab: str) -> dict[str, Any]:
-    return {"endpoint": endpoint, "tab": tab, "team_suspension": selectors.team_suspension_reason(team=request.team)}  # type: ignore[attr-defined]
+def _base_context(request: TeamRequest, endpoint: Endpoint, tab: str) -> dict[str, Any]:
+    return {"endpoint": endpoint, "tab": tab, "team_suspension": selectors.team_suspension_reason(team=request.team)}
 
 
 @team_view(GET="endpoints.view")
-def endpoint_detail(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_detail(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     """Overview: the URL of every enabled service, ready to copy, with a curl example."""
     endpoint = _endpoint_or_404(request, endpoint_id)
-    usable_keys = [
-        k for k in selectors.key_list(team=request.team, endpoint=endpoint, include_revoked=False) if k.is_usable()
-    ]  # type: ignore[attr-defined]
-    example_key_id = usable_keys[0].key_id if usable_keys else "<KEY_ID>"
+    example_key = selectors.key_list(team=request.team, endpoint=endpoint).usable().first()
+    example_key_id = example_key.key_id if example_key else "<KEY_ID>"
     service_rows = [
         {
             "service": service,
@@ -98,22 +102,24 @@ def endpoint_detail(request: HttpRequest, endpoint_id: str) -> HttpResponse:
     context = {
         **_base_context(request, endpoint, "overview"),
         "service_rows": service_rows,
-        "has_key": bool(usable_keys),
+        "has_key": example_key is not None,
     }
     return _render_tab(request, "endpoints/endpoint_overview.html", context)
 
 
-def _keys_context(request: HttpRequest, endpoint: Endpoint, **extra: Any) -> dict[str, Any]:
-    suspension = selectors.team_suspension_reason(team=request.team)  # type: ignore[attr-defined]
-    keys = list(selectors.key_list(team=request.team, endpoint=endpoint))  # type: ignore[attr-defined]
-    rows = [{"key": key, "status": selectors.key_effective_status(key, team_suspension=suspension)} for key in keys]
+def _keys_context(request: TeamRequest, endpoint: Endpoint, **extra: Any) -> dict[str, Any]:
+    base = _base_context(request, endpoint, "keys")
+    keys = selectors.key_list(team=request.team, endpoint=endpoint)
+    rows = [
+        {"key": k, "status": selectors.key_effective_status(k, team_suspension=base["team_suspension"])} for k in keys
+    ]
     return {
-        **_base_context(request, endpoint, "keys"),
+        **base,
         "rows": rows,
         "form": extra.pop("form", None) or KeyCreateForm(),
         "rotate_form": KeyRotateForm(),
-        "email_verified": user_email_verified(request.user),  # type: ignore[arg-type]
-        "can_manage_keys": can(request.membership.role, "keys.manage"),  # type: ignore[attr-defined]
+        "email_verified": user_email_verified(request.user),
+        "can_manage_keys": can(request.membership.role, "keys.manage"),
         **extra,
     }
 
@@ -124,7 +130,7 @@ def _secret_response(response: HttpResponse) -> HttpResponse:
 
 
 @team_view(GET="keys.view", POST="keys.manage")
-def endpoint_keys(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_keys(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     """The endpoint's keys; POST creates one and shows its secret once."""
     endpoint = _endpoint_or_404(request, endpoint_id)
     if request.method == "POST":
@@ -136,7 +142,7 @@ def endpoint_keys(request: HttpRequest, endpoint_id: str) -> HttpResponse:
                     name=form.cleaned_data["name"],
                     expires_at=form.expires_at(),
                     daily_unit_cap=form.cleaned_data["daily_unit_cap"],
-                    actor=request.user,  # type: ignore[arg-type]
+                    actor=request.user,
                 )
             except ServiceError as error:
                 form.add_service_error(error)
@@ -150,7 +156,7 @@ def endpoint_keys(request: HttpRequest, endpoint_id: str) -> HttpResponse:
 
 
 @team_view(POST="keys.manage")
-def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_rotate(request: TeamRequest, key_id: str) -> HttpResponse:
     key = _key_or_404(request, key_id)
     form = KeyRotateForm(request.POST)
     if not form.is_valid():
@@ -160,7 +166,7 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
         new_key, secret = services.api_key_rotate(
             key=key,
             overlap=form.cleaned_data["overlap"],
-            actor=request.user,  # type: ignore[arg-type]
+            actor=request.user,
         )
     except ServiceError as error:
         messages.error(request, error.message)
@@ -171,44 +177,32 @@ def key_rotate(request: HttpRequest, key_id: str) -> HttpResponse:
 
 
 @team_view(POST="keys.manage")
-def key_revoke(request: HttpRequest, key_id: str) -> HttpResponse:
+def key_revoke(request: TeamRequest, key_id: str) -> HttpResponse:
     key = _key_or_404(request, key_id)
-    services.api_key_revoke(key=key, actor=request.user)  # type: ignore[arg-type]
+    services.api_key_revoke(key=key, actor=request.user)
     messages.success(request, f"Revoked {key.name} ({key.key_id}). The gateway refuses it from its next config poll.")
     return redirect(_endpoint_url(key.endpoint, "endpoint_keys"))
 
 
 def _security_context(
-    request: HttpRequest, endpoint: Endpoint, form: EndpointSecurityForm | None = None
+    request: TeamRequest, endpoint: Endpoint, form: EndpointSecurityForm | None = None
 ) -> dict[str, Any]:
-    if form is None:
-        form = EndpointSecurityForm(
-            endpoint=endpoint,
-            initial={
-                "secret_key_required": endpoint.secret_key_required,
-                "rate_limit_rps": endpoint.rate_limit_rps,
-                "monthly_unit_cap": endpoint.monthly_unit_cap,
-                "allowed_origins": "\n".join(endpoint.allowed_origins),
-                "allowed_user_agents": "\n".join(endpoint.allowed_user_agents),
-                "allowed_ips": "\n".join(endpoint.allowed_ips),
-            },
-        )
     return {
         **_base_context(request, endpoint, "security"),
-        "form": form,
-        "can_manage": can(request.membership.role, "endpoints.manage"),  # type: ignore[attr-defined]
+        "form": form or EndpointSecurityForm(endpoint=endpoint),
+        "can_manage": can(request.membership.role, "endpoints.manage"),
     }
 
 
 @team_view(GET="endpoints.view", POST="endpoints.manage")
-def endpoint_security(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_security(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     """Secret-key requirement, rate limit, cap and allowlists; all-or-nothing on save."""
     endpoint = _endpoint_or_404(request, endpoint_id)
     if request.method == "POST":
         form = EndpointSecurityForm(request.POST, endpoint=endpoint)
         if form.is_valid():
             try:
-                services.endpoint_update(endpoint=endpoint, actor=request.user, **form.changes())  # type: ignore[arg-type]
+                services.endpoint_update(endpoint=endpoint, actor=request.user, **form.changes())
             except ServiceError as error:
                 form.add_service_error(error)
             else:
@@ -223,7 +217,7 @@ def endpoint_security(request: HttpRequest, endpoint_id: str) -> HttpResponse:
 
 
 @team_view(GET="endpoints.manage", POST="endpoints.manage")
-def endpoint_settings(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_settings(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     endpoint = _endpoint_or_404(request, endpoint_id)
     initial = {"name": endpoint.name, "description": endpoint.description, "services": list(endpoint.services.all())}
     form = EndpointSettingsForm(request.POST or None, initial=initial)
@@ -231,7 +225,7 @@ def endpoint_settings(request: HttpRequest, endpoint_id: str) -> HttpResponse:
         try:
             services.endpoint_update(
                 endpoint=endpoint,
-                actor=request.user,  # type: ignore[arg-type]
+                actor=request.user,
                 name=form.cleaned_data["name"],
                 description=form.cleaned_data["description"],
                 services=[s.id for s in form.cleaned_data["services"]],
@@ -248,39 +242,39 @@ def endpoint_settings(request: HttpRequest, endpoint_id: str) -> HttpResponse:
 
 
 @team_view(GET="endpoints.view", POST="endpoints.manage")
-def endpoint_name(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_name(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     """htmx inline edit of the endpoint's name: GET the form, POST to save; both answer the fragment."""
     endpoint = _endpoint_or_404(request, endpoint_id)
     editing = (
         request.method == "GET" and request.GET.get("edit") == "1" and can(request.membership.role, "endpoints.manage")
-    )  # type: ignore[attr-defined]
+    )
     error = ""
     if request.method == "POST":
         try:
             endpoint = services.endpoint_update(
                 endpoint=endpoint,
                 actor=request.user,
-                name=request.POST.get("name", ""),  # type: ignore[arg-type]
+                name=request.POST.get("name", ""),
             )
         except ServiceError as service_error:
             error, editing = service_error.message, True
-        if not request.htmx and not error:  # type: ignore[attr-defined]
+        if not request.htmx and not error:
             return redirect(_endpoint_url(endpoint))
     context = {
         "endpoint": endpoint,
         "editing": editing,
         "name_error": error,
         "can_edit": can(request.membership.role, "endpoints.manage"),
-    }  # type: ignore[attr-defined]
+    }
     return render(request, "endpoints/_endpoint_name.html", context, status=400 if error else 200)
 
 
 @team_view(POST="endpoints.manage")
-def endpoint_pause(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_pause(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     endpoint = _endpoint_or_404(request, endpoint_id)
     pause = request.POST.get("paused", "1") == "1"
     try:
-        services.endpoint_set_paused(endpoint=endpoint, paused=pause, actor=request.user)  # type: ignore[arg-type]
+        services.endpoint_set_paused(endpoint=endpoint, paused=pause, actor=request.user)
     except ServiceError as error:
         messages.error(request, error.message)
     else:
@@ -289,11 +283,11 @@ def endpoint_pause(request: HttpRequest, endpoint_id: str) -> HttpResponse:
 
 
 @team_view(POST="endpoints.manage")
-def endpoint_delete(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+def endpoint_delete(request: TeamRequest, endpoint_id: str) -> HttpResponse:
     endpoint = _endpoint_or_404(request, endpoint_id)
     if request.POST.get("confirmation", "").strip() != endpoint.name:
         messages.error(request, f"Type the endpoint's name, {endpoint.name}, to delete it.")
         return redirect(_endpoint_url(endpoint, "endpoint_settings"))
-    services.endpoint_delete(endpoint=endpoint, actor=request.user)  # type: ignore[arg-type]
+    services.endpoint_delete(endpoint=endpoint, actor=request.user)
     messages.success(request, f"Deleted {endpoint.name}; its keys no longer work.")
     return redirect("endpoint_list", team_slug=endpoint.team.slug)

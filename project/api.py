@@ -23,11 +23,16 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Stable, machine-readable reason, e.g. `not_found`, `role_above_own`.")
     detail = serializers.CharField(help_text="Human-readable explanation.")
     field = serializers.CharField(required=False, help_text="The input field the error is about, if any.")
-    errors = serializers.DictField(
-        required=False,
-        help_text="Per-field messages: {field: [messages]}; for lists and nested objects the value nests the same "
-        "way (e.g. {services: {0: [messages]}}); for query parameters {query: [messages]}.",
-    )
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # "errors" is also the name of Serializer.errors, so it cannot be declared as a class attribute.
+        fields = super().get_fields()
+        fields["errors"] = serializers.DictField(
+            required=False,
+            help_text="Per-field messages: {field: [messages]}; for lists and nested objects the value nests the same "
+            "way (e.g. {services: {0: [messages]}}); for query parameters {query: [messages]}.",
+        )
+        return fields
 
 
 def get_object_or_404_api(fetch: Callable[[], T]) -> T:

@@ -1,5 +1,9 @@
 """The demo data `make run` seeds: who to log in as. The seeding itself is `manage.py seed_demo`."""
 
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
 DEMO_EMAIL = "demo@gatehouse.dev"
 DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - a public demo login, printed by make run
 DEMO_NAME = "Dana Demo"
@@ -12,9 +16,19 @@ DEMO_TEAMMATES = [
     ("viewer@gatehouse.dev", "Vic Viewer", "viewer"),
 ]
 
+
+class DemoEndpoint(TypedDict):
+    name: str
+    description: str
+    environment: str
+    services: list[str]
+    keys: list[str]
+    security: NotRequired[dict[str, Any]]  # endpoint_update's settings
+
+
 # Endpoints across RPC and LLM services. Their keys' secrets are not kept anywhere: usage is
 # recorded by key id, which is all the traffic simulator needs.
-DEMO_ENDPOINTS = [
+DEMO_ENDPOINTS: list[DemoEndpoint] = [
     {
         "name": "Wallet backend",
         "description": "Balances and transaction sending for the Acme wallet.",

@@ -93,6 +93,7 @@ def prometheus_text() -> str:
         for name, last in GatewayCredential.objects.filter(revoked_at__isnull=True, last_seen_at__isnull=False)
         .order_by("name")
         .values_list("name", "last_seen_at")
+        if last is not None  # never None (filtered above): says so to the type checker
     ]
     gauge("gatehouse_gateway_last_seen_seconds", "Seconds since each gateway credential was last used.", seen)
     from analytics.selectors import quarantine_summary

@@ -3,12 +3,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
+
+T = TypeVar("T")
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -38,13 +41,22 @@ def _clean(value: str) -> str | None:
         return None
 
 
-def staff_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def staff_only(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """An operator page: sign in first (login_required), then staff only (403 for anyone else)."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not getattr(request.user, "is_staff", False):
             raise PermissionDenied("Operator staff only")
         return view(request, *args, **kwargs)
 
     return login_required(wrapper)
+
+
+def get_or_404(fetch: Callable[[], T], message: str = "Not found") -> T:
+    """What a selector's get returns, or 404 for a row that does not exist (or is another team's): the HTML twin of
+    project.api.get_object_or_404_api."""
+    try:
+        return fetch()
+    except ObjectDoesNotExist:
+        raise Http404(message) from None

@@ -5,12 +5,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
 
 from project import audit
 from project.logging import request_id_var
+from project.requests import HtmxRequest
 
 logger = logging.getLogger("gatehouse.request")
 
@@ -28,7 +30,7 @@ class RequestIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        request.request_id = request_id  # type: ignore[attr-defined]
+        cast(HtmxRequest, request).request_id = request_id  # this middleware is what makes it an HtmxRequest
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         origin = audit.of_request(request)

@@ -274,7 +274,7 @@ PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=
 # --- static files -----------------------------------------------------------
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / ".data" / "staticfiles"
+STATIC_ROOT: Path | None = BASE_DIR / ".data" / "staticfiles"  # None in tests: nothing is collected
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -387,7 +387,7 @@ SPECTACULAR_SETTINGS = {
     ],
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "accounts.models.Role",
-        "GrantableRoleEnum": "accounts.api.GRANTABLE_ROLE_CHOICES",
+        "GrantableRoleEnum": "accounts.permissions.GRANTABLE_ROLE_CHOICES",
     },
 }
 

@@ -41,14 +41,17 @@ class PrincipalRateThrottle(SimpleRateThrottle):
         else:
             self.scope, ident = "anon", f"a{client_ip(request._request)}"
         self.rate = self.get_rate()
-        self.num_requests, self.duration = self.parse_rate(self.rate)
+        num_requests, duration = self.parse_rate(self.rate)
+        if num_requests is None or duration is None:  # no rate, no limit (DRF's rule); every scope here has a rate
+            return True
+        self.num_requests, self.duration = num_requests, duration
         self.key = self.cache_format % {"scope": self.scope, "ident": ident}
         try:
             self.history = self.cache.get(self.key, [])
             self.now = self.timer()
-            while self.history and self.history[-1] <= self.now - self.duration:
+            while self.history and self.history[-1] <= self.now - duration:
                 self.history.pop()
-            if len(self.history) >= self.num_requests:
+            if len(self.history) >= num_requests:
                 return self.throttle_failure()
             return self.throttle_success()
         except RedisError:

@@ -7,7 +7,7 @@ from project import views
 
 # Staff sign in like everyone else — through allauth, with its two-factor step, lockout and sign-in audit events —
 # never with the admin's own password form.
-admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]  # replacing a bound method is the point
 
 # Outside a view (no route matched, an error before one ran), /api/ still answers in its own JSON error shape.
 handler400 = "project.views.bad_request"

@@ -139,7 +139,7 @@ def seed_usage(team: Team, *, days: float = 2, rate_per_minute: float = 10, seed
     from endpoints.services import gateway_credential_create
 
     keys = []
-    for key in ApiKey.objects.filter(team=team, revoked_at__isnull=True).select_related("endpoint"):
+    for key in ApiKey.objects.filter(team=team).usable().select_related("endpoint"):
         sim_key = simulator.SimKey.from_catalog(
             key_id=key.key_id,
             endpoint_id=key.endpoint.public_id,

@@ -87,7 +87,7 @@ def test_write_token_invites_changes_roles_and_removes(team_a, teammate_a, token
     assert client.delete(f"/api/v1/teams/{team_a.slug}/members/{member_id}/").status_code == 204
     assert not Membership.objects.filter(pk=member_id).exists()
     assert client.delete(f"/api/v1/teams/{team_a.slug}/invitations/{body['id']}/").status_code == 204
-    assert Invitation.objects.get().status == "revoked"
+    assert Invitation.objects.get().status == Invitation.Status.REVOKED
 
 
 def test_tokens_never_do_owner_things(team_a, owner_a, token_for):

@@ -59,7 +59,7 @@ def test_wrong_email_cannot_accept(team_a, owner_membership, make_user):
         invitation_accept(token=token, user=make_user("wrong@example.com"))
     assert error.value.code == "wrong_email"
     assert not Membership.objects.filter(team=team_a, user__email="wrong@example.com").exists()
-    assert Invitation.objects.get().status == "pending"
+    assert Invitation.objects.get().status == Invitation.Status.PENDING
 
 
 def test_expired_invitation_is_refused(team_a, owner_membership, make_user):
@@ -182,7 +182,7 @@ def test_new_user_signs_up_through_the_link_and_lands_in_the_team(client, team_a
     assert Membership.objects.get(user=user).team == team_a  # no personal team: their first team is the one they joined
     assert Membership.objects.get(user=user).role == Role.FINANCE
     assert user.emailaddress_set.get().verified
-    assert Invitation.objects.get().status == "accepted"
+    assert Invitation.objects.get().status == Invitation.Status.ACCEPTED
 
 
 def test_existing_user_accepts_after_signing_in(client_for, team_a, owner_membership, make_user):

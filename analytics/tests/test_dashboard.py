@@ -199,6 +199,9 @@ def test_usage_api_matches_the_dashboard(team_a, owner_a, known, usage):
     for point in series["points"]:
         per_key[point["key"]] = per_key.get(point["key"], 0) + point["requests"]
     assert per_key == {usage.key.key_id: 18, usage.llm_key.key_id: 4}
+    ungrouped = api.get(f"{base}/series", {"range": "1h"}).json()
+    assert ungrouped["group_by"] is None
+    assert sum(point["requests"] for point in ungrouped["points"]) == 22
     breakdown = api.get(f"{base}/breakdown", {"range": "1h", "by": "endpoint"}).json()
     assert [(r["value"], r["requests"]) for r in breakdown["rows"]] == [(usage.endpoint.public_id, 22)]
     latency = api.get(f"{base}/latency", {"range": "1h"}).json()

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from accounts.services import management_token_create
 from analytics import ingest
-from analytics.models import IngestBatch
+from analytics.models import RELAY_COLUMNS, IngestBatch, Relay
 from endpoints.services import api_key_revoke, endpoint_delete
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +33,20 @@ def test_a_valid_batch_is_committed_before_202(usage):
     batch = IngestBatch.objects.get(pk=body["batch_id"])
     assert (batch.record_count, batch.idempotency_key, batch.aggregated_at) == (25, "batch-1", None)
     assert raw_count() == 25
+
+
+def test_relay_columns_are_the_relay_logs_in_table_order():
+    """COPY writes rows by position: RELAY_COLUMNS, the table (made by SQL migrations) and the model must agree."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name, udt_name FROM information_schema.columns "
+            "WHERE table_name = 'analytics_relay' ORDER BY ordinal_position"
+        )
+        table = cursor.fetchall()
+    sql_types = {"timestamptz": "timestamptz", "int8": "int8", "int4": "int4", "int2": "int2", "text": "varchar",
+                 "float4": "float4"}  # fmt: skip
+    assert table == [(column, sql_types[kind]) for column, kind in RELAY_COLUMNS.items()]
+    assert [field.column for field in Relay._meta.concrete_fields] == list(RELAY_COLUMNS)
 
 
 def test_gzip_and_epoch_millisecond_timestamps_are_accepted(usage):

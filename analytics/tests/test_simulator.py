@@ -319,7 +319,7 @@ def run_simulator(**options: Any) -> tuple[int, int, str]:
 
 
 @pytest.fixture
-def simulated_key(team_a, owner_a):  # type: ignore[no-untyped-def]
+def simulated_key(team_a, owner_a):
     from endpoints.services import api_key_create, endpoint_create
 
     endpoint = endpoint_create(

@@ -9,12 +9,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from analytics import aggregation, selectors, summaries
+from analytics.models import ROLLUP_COUNTERS
 from analytics.selectors import UsageFilter
 from endpoints.services import api_key_create, endpoint_create
 
 pytestmark = pytest.mark.django_db
 
-COUNTERS = ", ".join(f"sum({c})" for c in aggregation.COUNTERS) + ", max(latency_max_ms)"
+COUNTERS = ", ".join(f"sum({c})" for c in ROLLUP_COUNTERS) + ", max(latency_max_ms)"
 
 
 def cube_rows(table, grain_table, cube, latency):

@@ -1,6 +1,7 @@
 """Billing services, one module per job; this is their public surface (what views, tasks, the admin and other apps
 call). Stripe calls (billing.stripe_client) always happen outside database transactions: read what is needed, call
-Stripe, then write the result in a short transaction.
+Stripe, then write the result in a short transaction. Reads (the meter ledger's units, events due, a team's
+subscription) are billing.selectors'.
 
 - checkout: billing accounts, Stripe customers, Checkout and the Customer Portal
 - plans: a team's plan over time (plan spans), operator assignment, the limits a plan gives the gateway
@@ -10,14 +11,7 @@ Stripe, then write the result in a short transaction.
 - teams: closing a team (its subscription first)
 """
 
-from billing.services.checkout import (
-    LIVE,
-    account_ensure,
-    checkout_start,
-    customer_ensure,
-    has_live_subscription,
-    portal_start,
-)
+from billing.services.checkout import account_ensure, checkout_start, customer_ensure, portal_start
 from billing.services.dunning import FREE_ALLOWANCE_USED, PAYMENT_OVERDUE, enforce_all, enforce_team
 from billing.services.metering import (
     INVOICE_CHECK_DAYS,
@@ -25,7 +19,6 @@ from billing.services.metering import (
     invoice_check,
     meter_record,
     meter_send,
-    metered_teams,
     reconcile,
     reconcile_day,
 )
@@ -41,7 +34,6 @@ from billing.services.webhooks import (
     event_process,
     event_receive,
     event_retry,
-    events_due,
     invoice_sync,
     subscription_sync,
 )
@@ -50,7 +42,6 @@ __all__ = [
     "FREE_ALLOWANCE_USED",
     "HISTORY_START",
     "INVOICE_CHECK_DAYS",
-    "LIVE",
     "MAX_SEND_ATTEMPTS",
     "PAYMENT_OVERDUE",
     "account_ensure",
@@ -61,13 +52,10 @@ __all__ = [
     "event_process",
     "event_receive",
     "event_retry",
-    "events_due",
-    "has_live_subscription",
     "invoice_check",
     "invoice_sync",
     "meter_record",
     "meter_send",
-    "metered_teams",
     "plan_assign",
     "plan_limits_everywhere",
     "plan_limits_publish",

@@ -9,11 +9,7 @@ from django.utils import timezone
 from accounts.models import Membership, Role, Team, User
 from accounts.services import audit_record
 from billing import selectors, stripe_client
-from billing.models import (
-    BillingAccount,
-    Plan,
-    SubscriptionStatus,
-)
+from billing.models import BillingAccount, Plan
 from project.errors import ServiceError
 
 
@@ -23,14 +19,6 @@ def account_ensure(*, team: Team) -> BillingAccount:
         team=team, defaults={"plan": Plan.objects.get(slug=selectors.FREE)}
     )
     return account
-
-
-LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING, SubscriptionStatus.PAST_DUE,
-        SubscriptionStatus.UNPAID, SubscriptionStatus.INCOMPLETE, SubscriptionStatus.PAUSED)  # fmt: skip
-
-
-def has_live_subscription(account: BillingAccount | None) -> bool:
-    return bool(account and account.stripe_subscription_id and account.subscription_status in LIVE)
 
 
 def _not_connected() -> ServiceError:
@@ -66,7 +54,7 @@ def checkout_start(*, team: Team, plan_slug: str, actor: User, success_url: str,
     if not stripe_client.configured():
         raise _not_connected()
     account = account_ensure(team=team)
-    if has_live_subscription(account):
+    if selectors.has_live_subscription(account):
         # A second Checkout would start a second subscription: paid plans change in place, in the Portal.
         raise ServiceError(
             "has_subscription",

@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, Sum
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import Team
@@ -21,57 +21,21 @@ from billing.models import (
     Invoice,
     MeterReport,
     MeterReportStatus,
-    PlanSpan,
     Reconciliation,
 )
-from billing.services.checkout import LIVE
 
 logger = logging.getLogger(__name__)
 
-
 # An hour is reported once compaction has written it: closed hours are compacted at once, every 15 s.
-SETTLE = timedelta(minutes=5)
-
-
 SETTLE = timedelta(minutes=5)
 # Stripe finalizes a subscription's invoice about an hour after its period ends; usage reported until then is on it.
 STRIPE_FINALIZATION_GRACE = timedelta(hours=1)
-
-
-STRIPE_FINALIZATION_GRACE = timedelta(hours=1)
-MAX_SEND_ATTEMPTS = 8
-
-
 MAX_SEND_ATTEMPTS = 8
 # Stripe accepts meter events timestamped within the past 35 days (and at most 5 minutes ahead). A row older than
 # this margin is never sent — Stripe would refuse it — but set aside, visible to the operator.
 METER_EVENT_MAX_AGE = timedelta(days=35) - timedelta(hours=1)
-
-
-METER_EVENT_MAX_AGE = timedelta(days=35) - timedelta(hours=1)
 # Consecutive failures Stripe may answer again (outage, rate limit) that end a run: the rest waits for the next one.
 MAX_TRANSIENT_FAILURES = 2
-
-
-def _rounded(value: Decimal) -> int:
-    return int(value.to_integral_value(ROUND_HALF_UP))
-
-
-def _metered_spans(*, team: Team, start: datetime, end: datetime) -> list[selectors.Span]:
-    """The segments of paid plans over [start, end), period by period (a segment never crosses a period end)."""
-    spans: list[selectors.Span] = []
-    period_start, period_end = rating.period_of(start)
-    while period_start < end:
-        spans += [span for span in selectors.plan_segments(team=team, start=period_start, end=period_end)
-                  if span.plan.requires_payment and span.usage_end > start and span.usage_start < end]  # fmt: skip
-        period_start, period_end = rating.period_of(period_end)
-    return spans
-
-
-def _exact(team: Team, start: datetime, end: datetime, services: dict[str, Any]) -> Decimal:
-    if end <= start:
-        return Decimal(0)
-    return sum(rating.billable_units(team=team, start=start, end=end, services=services).values(), Decimal(0))
 
 
 def _open_spans(*, team: Team, first: datetime, last: datetime, now: datetime) -> list[selectors.Span]:
@@ -79,7 +43,7 @@ def _open_spans(*, team: Team, first: datetime, last: datetime, now: datetime) -
     with the last period while Stripe has not finalized its invoice (late records for it still count). A segment a
     plan switch ended is closed: Stripe billed it at the switch."""
     boundary = rating.period_of(first)[0]
-    spans = _metered_spans(team=team, start=min(first, boundary - timedelta(seconds=1)), end=max(last, first))
+    spans = selectors.paid_segments(team=team, start=min(first, boundary - timedelta(seconds=1)), end=max(last, first))
     finalized = Invoice.objects.filter(team=team, period_end=boundary, finalized_at__isnull=False).exists()
     grace = now < boundary + STRIPE_FINALIZATION_GRACE and not finalized
     return [span for span in spans if span.usage_end > first or (span.end == boundary and grace)]
@@ -111,10 +75,13 @@ def meter_record(*, team: Team, now: datetime | None = None) -> int:
     for span in spans:  # only the paid segments' hours: a long spell on Free in between is never read
         low, high = max(span.usage_start, first), min(span.usage_end, last)
         if low < high:
-            rows |= rating_rows_by_hour(team=team, start=low, end=high)
-    services = rating.catalog()
+            rows |= selectors.usage_rows_by_hour(team=team, start=low, end=high)
+    services = selectors.service_catalog()
     catch_up = {  # each segment's exact units before `first` as the rollups have them now (late records included)
-        span.start: _exact(team, span.usage_start, min(first, span.usage_end), services) for span in spans
+        span.start: selectors.billable_units_total(
+            team=team, start=span.usage_start, end=min(first, span.usage_end), services=services
+        )
+        for span in spans
     }
     added = []
     with transaction.atomic():
@@ -127,7 +94,8 @@ def meter_record(*, team: Team, now: datetime | None = None) -> int:
             cumulative = catch_up[span.start]
             closed = list(_hours(max(span.usage_start, first), min(span.usage_end, last)))
             stamps = [max(hour, span.start) for hour in closed if hour in rows]
-            if not stamps and _rounded(cumulative) > _rounded(reported):  # late records, and no row to carry them
+            # Late records, and no row to carry them:
+            if not stamps and rating.round_units(cumulative) > rating.round_units(reported):
                 if closed:
                     stamps = [max(closed[-1], span.start)]
                 else:
@@ -135,7 +103,7 @@ def meter_record(*, team: Team, now: datetime | None = None) -> int:
             for stamp in stamps:
                 hour = stamp.replace(minute=0, second=0, microsecond=0)
                 cumulative += sum(rating.exact_units_of(rows.get(hour, []), services).values(), Decimal(0))
-                units = _rounded(cumulative) - _rounded(reported)
+                units = rating.round_units(cumulative) - rating.round_units(reported)
                 added.append(
                     MeterReport(
                         team=team,
@@ -167,16 +135,6 @@ def _hours(start: datetime, end: datetime) -> list[datetime]:
 def _meter_identifier(team: Team, timestamp: datetime) -> str:
     stamp = f"{timestamp:%Y%m%dT%H%M}" + (f"{timestamp:%S}" if timestamp.second else "")
     return stripe_client.namespaced(f"{team.pk}-{stamp}")
-
-
-def rating_rows_by_hour(*, team: Team, start: datetime, end: datetime) -> dict[datetime, list[dict[str, Any]]]:
-    from analytics import selectors as usage
-
-    per_hour: dict[datetime, list[dict[str, Any]]] = {}
-    for row in usage.usage_by(team=team, start=start, end=end, by=("service", "method"), fields=rating.RATING_FIELDS,
-                              hourly=True):  # fmt: skip
-        per_hour.setdefault(row["bucket"], []).append(row)
-    return per_hour
 
 
 def meter_send(*, team: Team, now: datetime | None = None) -> tuple[int, int]:
@@ -230,17 +188,6 @@ def meter_send(*, team: Team, now: datetime | None = None) -> tuple[int, int]:
     return sent, failed
 
 
-def metered_teams() -> list[Team]:
-    """Teams with hours to meter: a live subscription, or an ended one whose last paid hours are not all recorded (a
-    canceled team is metered up to its end, never after)."""
-    ended_since = PlanSpan.objects.filter(team=OuterRef("pk"), starts_at__gt=OuterRef("billing__metered_through"))
-    return list(
-        Team.objects.filter(billing__stripe_customer_id__gt="", billing__metered_through__isnull=False)
-        .filter(Q(billing__subscription_status__in=LIVE) | Exists(ended_since))
-        .order_by("pk")
-    )
-
-
 @dataclass
 class ReconcileResult:
     checked: int = 0
@@ -257,13 +204,8 @@ def reconcile_day(*, team: Team, day: datetime) -> Reconciliation | None:
     account = selectors.account_of(team=team)
     if account is None or account.metered_through is None or account.metered_through < end:
         return None
-    ours = sum(units for _span, units in _metered_units(team=team, start=start, end=end))
-    reported = (
-        MeterReport.objects.filter(
-            team=team, timestamp__gte=start, timestamp__lt=end, status=MeterReportStatus.SENT
-        ).aggregate(n=Sum("units"))["n"]
-        or 0
-    )
+    ours = sum(units for _span, units in selectors.metered_units(team=team, start=start, end=end))
+    reported = selectors.units_sent(team=team, timestamp__gte=start, timestamp__lt=end)
     stripe_total, error = None, ""
     try:
         if account is None or not account.stripe_customer_id:
@@ -280,18 +222,6 @@ def reconcile_day(*, team: Team, day: datetime) -> Reconciliation | None:
     return result
 
 
-def _metered_units(*, team: Team, start: datetime, end: datetime) -> list[tuple[selectors.Span, int]]:
-    """Each paid segment overlapping [start, end), with its units in that range as the meter ledger carries them
-    (rounded cumulatively from the segment's start), from the rollups as they are now."""
-    services = rating.catalog()
-    out = []
-    for span in _metered_spans(team=team, start=start, end=end):
-        low, high = max(start, span.usage_start), min(end, span.usage_end)
-        before = _exact(team, span.usage_start, low, services)
-        out.append((span, _rounded(before + _exact(team, low, high, services)) - _rounded(before)))
-    return out
-
-
 def invoice_check(*, invoice: Invoice) -> int | None:
     """How many units of the usage a finalized invoice bills did not reach Stripe's meter in time — before the
     invoice finalized, or for a segment a plan switch ended, before the switch (when Stripe billed that segment) —
@@ -299,17 +229,16 @@ def invoice_check(*, invoice: Invoice) -> int | None:
     if invoice.finalized_at is None or invoice.period_start >= invoice.period_end:
         return None
     missed = 0
-    for span, units in _metered_units(team=invoice.team, start=invoice.period_start, end=invoice.period_end):
+    for span, units in selectors.metered_units(team=invoice.team, start=invoice.period_start, end=invoice.period_end):
         closes = invoice.finalized_at if span.end >= invoice.period_end else min(span.end, invoice.finalized_at)
-        billed = MeterReport.objects.filter(
+        billed = selectors.units_sent(
             team=invoice.team,
             segment_start=span.start,
             hour__gte=max(invoice.period_start, span.usage_start),
             hour__lt=min(invoice.period_end, span.usage_end),
-            status=MeterReportStatus.SENT,
             sent_at__lte=closes,
-        ).aggregate(n=Sum("units"))["n"]
-        missed += max(units - (billed or 0), 0)
+        )
+        missed += max(units - billed, 0)
     Invoice.objects.filter(pk=invoice.pk).update(missed_units=missed, missed_checked_at=timezone.now())
     if missed:
         logger.warning("usage missed invoice %s of team %s", invoice.stripe_id, invoice.team_id,
@@ -326,15 +255,12 @@ def reconcile(*, day: datetime | None = None) -> ReconcileResult:
     the last INVOICE_CHECK_DAYS reached Stripe before it finalized."""
     day = day or timezone.now() - timedelta(days=1)
     result = ReconcileResult()
-    recent = Invoice.objects.filter(
-        finalized_at__gte=timezone.now() - timedelta(days=INVOICE_CHECK_DAYS), period_end__gt=F("period_start")
-    ).select_related("team")
-    for invoice in recent:
+    for invoice in selectors.usage_invoices_finalized_since(timezone.now() - timedelta(days=INVOICE_CHECK_DAYS)):
         try:
             result.missed_invoices += 1 if invoice_check(invoice=invoice) else 0
         except Exception:
             logger.exception("invoice check failed for %s", invoice.stripe_id)
-    for team in metered_teams():
+    for team in selectors.metered_teams():
         row = reconcile_day(team=team, day=day)
         if row is None:
             continue

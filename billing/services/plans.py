@@ -5,10 +5,8 @@ the limits a plan gives the gateway.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Team, User
@@ -20,20 +18,8 @@ from billing.models import (
     MeterReportStatus,
     Plan,
     PlanSpan,
-    PlanVersion,
 )
 from billing.services.checkout import account_ensure
-
-
-def plan_of_subscription(subscription: dict[str, Any]) -> Plan | None:
-    """The plan whose prices the subscription's items carry — what the Customer Portal changes when a customer
-    switches plans — and only when no item's price is known, the plan Checkout wrote into its metadata."""
-    prices = {str((item.get("price") or {}).get("id") or "") for item in subscription.get("items", {}).get("data", [])}
-    plan = plan_of_prices(prices)
-    if plan:
-        return plan
-    slug = (subscription.get("metadata") or {}).get("plan")
-    return Plan.objects.filter(slug=slug).first() if slug else None
 
 
 def plan_limits_publish(*, team: Team | None, plan: Plan) -> None:
@@ -96,15 +82,3 @@ def plan_span_record(
             later.delete()
             BillingAccount.objects.filter(team=team, metered_through__gt=hour).update(metered_through=hour)
     return span
-
-
-def plan_of_prices(prices: set[str]) -> Plan | None:
-    prices.discard("")
-    if not prices:
-        return None
-    version = (
-        PlanVersion.objects.filter(Q(stripe_fee_price_id__in=prices) | Q(stripe_usage_price_id__in=prices))
-        .select_related("plan")
-        .first()
-    )
-    return version.plan if version else None

@@ -14,7 +14,6 @@ from billing.models import (
     BillingAccount,
     SubscriptionStatus,
 )
-from billing.services.checkout import has_live_subscription
 from billing.services.metering import meter_record, meter_send
 from endpoints.services import team_gateway_config_delete
 from project.errors import ServiceError
@@ -25,7 +24,7 @@ def subscription_cancel_for_team_deletion(*, team: Team, actor: User | None) -> 
     now — a final invoice for the usage not invoiced yet, a prorated credit for the unused fee — so nothing keeps
     billing a team that no longer exists. Outside any transaction; a Stripe failure refuses the deletion."""
     account = selectors.account_of(team=team)
-    if not has_live_subscription(account):
+    if not selectors.has_live_subscription(account):
         return
     assert account is not None  # for the type checker: has_live_subscription says so
     if not stripe_client.configured():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +17,7 @@ from accounts.models import Membership, Team, User
 from accounts.services import audit_record
 from billing import selectors, stripe_client
 from billing.models import (
+    UNPAID,
     BillingAccount,
     EventStatus,
     Invoice,
@@ -29,7 +30,7 @@ from billing.models import (
 )
 from billing.services.dunning import NOTIFIED_ROLES, enforce_team
 from billing.services.metering import invoice_check
-from billing.services.plans import plan_limits_publish, plan_of_prices, plan_of_subscription, plan_span_record
+from billing.services.plans import plan_limits_publish, plan_span_record
 from project import mail
 from project.errors import ServiceError
 
@@ -82,18 +83,6 @@ def event_process(*, event_id: int) -> StripeEvent | None:
     return event
 
 
-MAX_EVENT_ATTEMPTS = 6
-
-
-def events_due(*, now: datetime | None = None) -> list[StripeEvent]:
-    """Events to (re)process: received over 2 minutes ago and never processed (their task was lost), or failed
-    fewer than MAX_EVENT_ATTEMPTS times and last tried long enough ago (2, 4, 8… minutes)."""
-    now = now or timezone.now()
-    stuck = StripeEvent.objects.filter(status=EventStatus.RECEIVED, received_at__lt=now - timedelta(minutes=2))
-    failed = StripeEvent.objects.filter(status=EventStatus.FAILED, attempts__lt=MAX_EVENT_ATTEMPTS)
-    return list(stuck) + [event for event in failed if event.received_at <= now - timedelta(minutes=2**event.attempts)]
-
-
 def event_retry(*, event_id: int, actor: User) -> StripeEvent | None:
     """The operator's retry of a failed event (processed now, in the request)."""
     event = StripeEvent.objects.filter(pk=event_id, status=EventStatus.FAILED).first()
@@ -136,9 +125,6 @@ def _on_subscription(event: StripeEvent) -> None:
 
 
 ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
-
-
-ENDED = (SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED)
 NOT_STARTED = (SubscriptionStatus.INCOMPLETE, *ENDED)
 
 
@@ -154,7 +140,7 @@ def _span_from_event(*, account: BillingAccount, event: StripeEvent, subscriptio
         return
     if status in NOT_STARTED:
         return
-    plan = plan_of_subscription(subscription)
+    plan = selectors.plan_of_subscription(subscription)
     if plan is None:
         return
     if event.type == "customer.subscription.created":
@@ -171,7 +157,7 @@ def subscription_sync(*, account: BillingAccount, subscription_id: str) -> Billi
     fetched_at = timezone.now()
     subscription = stripe_client.subscription_retrieve(subscription_id)
     status = subscription.get("status", "")
-    plan = plan_of_subscription(subscription)
+    plan = selectors.plan_of_subscription(subscription)
     items = subscription.get("items", {}).get("data", [])
     period_end = max((item.get("current_period_end") or 0 for item in items), default=None) or None
     started = _utc(subscription.get("start_date"))
@@ -240,8 +226,9 @@ def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoic
     transitions = data.get("status_transitions") or {}
     status = str(data.get("status") or InvoiceStatus.DRAFT)
     failed_event = event is not None and event.type in FAILURE_EVENTS
-    plan = plan_of_prices({_line_price(line) for line in data.get("lines", {}).get("data", [])}) or account.plan
-    owed = status in selectors.UNPAID and int(data.get("amount_remaining") or 0) > 0
+    line_prices = {_line_price(line) for line in data.get("lines", {}).get("data", [])}
+    plan = selectors.plan_of_prices(line_prices) or account.plan
+    owed = status in UNPAID and int(data.get("amount_remaining") or 0) > 0
     with transaction.atomic():
         invoice = Invoice.objects.select_for_update().filter(stripe_id=invoice_id).first()
         newly_overdue = False
@@ -319,8 +306,7 @@ def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoic
 
 
 def _notify_payment_failed(*, team: Team, invoice: Invoice) -> None:
-
-    overdue = selectors.Overdue(invoice, invoice.payment_failed_at + selectors.grace_period())  # type: ignore[operator]
+    overdue = selectors.Overdue.of(invoice)
     link = settings.SITE_URL + reverse("billing_home", kwargs={"team_slug": team.slug})
     recipients = Membership.objects.filter(team=team, role__in=NOTIFIED_ROLES).values_list("user__email", flat=True)
     for email in sorted(set(recipients)):

@@ -19,9 +19,9 @@ def billing_notice(context: template.Context) -> dict[str, Any] | None:
     if membership is None or team is None:
         return None
     from billing import selectors, services
-    from endpoints.models import TeamSuspension
+    from endpoints.selectors import team_suspension_reason
 
-    reason = TeamSuspension.objects.filter(team=team).values_list("reason", flat=True).first()
+    reason = team_suspension_reason(team=team)
     if can(membership.role, "billing.view"):
         overdue = selectors.overdue_of(team=team)
         if overdue:

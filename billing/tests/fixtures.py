@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from pytest_django.fixtures import Settings
 
 from billing import stripe_client, tasks
 from billing.models import EventStatus, PlanVersion, StripeEvent
@@ -22,7 +23,7 @@ PRICES = {"growth": ("price_growth_fee", "price_growth_usage"), "payg": ("", "pr
 
 
 @pytest.fixture
-def stripe_settings(settings):  # type: ignore[no-untyped-def]
+def stripe_settings(settings: Settings) -> Iterator[Settings]:
     settings.STRIPE_SECRET_KEY = "sk_test_gatehouse"
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
     settings.STRIPE_METER_ID = "mtr_test_gatehouse"
@@ -33,7 +34,7 @@ def stripe_settings(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def stripe_fake(stripe_settings, monkeypatch) -> Iterator[FakeStripe]:  # type: ignore[no-untyped-def]
+def stripe_fake(stripe_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStripe]:
     """Stripe's API, faked at the HTTP boundary; stripe-python's retry backoff made instant."""
     import stripe
 
@@ -43,7 +44,7 @@ def stripe_fake(stripe_settings, monkeypatch) -> Iterator[FakeStripe]:  # type: 
 
 
 @pytest.fixture
-def stripe_prices(db) -> dict[str, PlanVersion]:  # type: ignore[no-untyped-def]
+def stripe_prices(db: None) -> dict[str, PlanVersion]:
     """The operator has created the Stripe prices of the paid plans and entered them on their versions."""
     versions = {}
     for slug, (fee, usage) in PRICES.items():

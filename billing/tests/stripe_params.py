@@ -81,6 +81,7 @@ def _hints(typed_dict: type) -> dict[str, Any]:
             continue
         if isinstance(annotation, str):
             annotation = typing.ForwardRef(annotation)
+        # typing's private evaluator (no stub): get_type_hints resolves a whole class, not one annotation in a namespace
         resolved = typing._eval_type(annotation, namespace, namespace)  # type: ignore[attr-defined]
         while typing.get_origin(resolved) in (typing_extensions.NotRequired, typing_extensions.Required):
             (resolved,) = typing.get_args(resolved)

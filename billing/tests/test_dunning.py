@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core import mail
 
-from billing import services
+from billing import selectors, services
 from billing.models import BillingAccount, Invoice, Plan, PlanVersion
 from billing.tests.fixtures import aggregate, growth_subscription, post_event, relays
 from endpoints.models import TeamSuspension
@@ -126,7 +126,7 @@ def test_the_free_allowance_stops_keys_until_the_next_period_or_an_upgrade(
 ):
     from billing import rating
 
-    per_relay = rating.catalog()["eth-mainnet"].compute_units_for("eth_call")
+    per_relay = selectors.service_catalog()["eth-mainnet"].compute_units_for("eth_call")
     below = 1_000 // per_relay
     relays(usage, below)
     aggregate()

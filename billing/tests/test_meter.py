@@ -2,11 +2,10 @@
 rated units, survive retries and re-runs without double-billing, and are reconciled nightly."""
 
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from billing import rating, services, stripe_client, tasks
+from billing import rating, selectors, services, stripe_client, tasks
 from billing.models import BillingAccount, MeterReport, MeterReportStatus, Plan, Reconciliation
 from billing.tests.fixtures import aggregate, epoch, relays
 
@@ -33,11 +32,7 @@ def metered(team_a, usage, stripe_fake, stripe_prices):
 
 
 def exact_units(team, start, end):
-    return sum(rating.billable_units(team=team, start=start, end=end).values(), Decimal(0))
-
-
-def rounded(value):
-    return int(value.to_integral_value(ROUND_HALF_UP))
+    return selectors.billable_units_total(team=team, start=start, end=end)
 
 
 def test_closed_hours_are_recorded_once_and_add_up_to_the_rated_units(team_a, metered):
@@ -46,12 +41,12 @@ def test_closed_hours_are_recorded_once_and_add_up_to_the_rated_units(team_a, me
     assert [r.hour for r in reports] == metered["hours"]
     period_start, _end = rating.period_of(metered["hours"][0])
     through = metered["hours"][-1] + timedelta(hours=1)
-    assert sum(r.units for r in reports) == rounded(exact_units(team_a, period_start, through))
+    assert sum(r.units for r in reports) == rating.round_units(exact_units(team_a, period_start, through))
     for report in reports:  # each hour is the rounded cumulative total minus the previous one
         before = exact_units(team_a, period_start, report.hour)
         after = exact_units(team_a, period_start, report.hour + timedelta(hours=1))
         assert report.cumulative == after
-        assert report.units == rounded(after) - rounded(before)
+        assert report.units == rating.round_units(after) - rating.round_units(before)
     assert reports[1].cumulative % 1 != 0  # the LLM hour's exact units are fractional
     assert BillingAccount.objects.get(team=team_a).metered_through == metered["now"].replace(
         minute=0, second=0, microsecond=0
@@ -150,7 +145,7 @@ def test_teams_without_a_subscription_are_not_metered(team_a, team_b, usage, str
     relays(usage, 3, at=datetime.now(UTC) - timedelta(hours=2))
     aggregate()
     assert services.meter_record(team=team_a) == 0
-    assert services.metered_teams() == []
+    assert selectors.metered_teams() == []
 
 
 # --- reconciliation -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 
 from billing import rating, selectors
 from billing.models import BillingAccount, Invoice, Plan, PlanVersion
@@ -43,21 +44,23 @@ def priced_usage(team_a, owner_a, usage):
 
 def test_the_billing_page_shows_cost_to_date_and_the_dashboard_card_agrees(client_for, owner_a, team_a, priced_usage):
     client = client_for(owner_a)
-    cost = selectors.cost_to_date(team=team_a)
-    assert cost.total > Decimal("10")  # the fee and real usage
-    assert cost.total == cost.fee_total + cost.rating.usage_amount
-    assert [line.amount for line in cost.fees] == [Decimal("10.00")]  # the month's fee, charged on the 1st
-    page = client.get(f"/t/{team_a.slug}/billing/").content.decode()
-    assert f'data-testid="cost-to-date">{usd(cost.total)}<' in page
-    assert f'data-testid="projected">{usd(cost.projected_total)}<' in page
-    assert f'data-testid="period-total">{usd(cost.total)}<' in page
-    assert "Pay as you go monthly fee" in page
-    for line in cost.rating.lines:
-        assert line.name in page
-    cards = client.get(f"/t/{team_a.slug}/usage/panels/cards", {"range": "24h"}).content.decode()
-    assert f'hx-get="/t/{team_a.slug}/billing/cost-card"' in cards  # the dashboard loads billing's own card
-    card = client.get(f"/t/{team_a.slug}/billing/cost-card").content.decode()
-    assert f'data-testid="cost-card">{usd(cost.total)}<' in card
+    # One instant for the test and the pages: the projection scales with the time elapsed in the period.
+    with time_machine.travel(datetime.now(UTC), tick=False):
+        cost = selectors.cost_to_date(team=team_a)
+        assert cost.total > Decimal("10")  # the fee and real usage
+        assert cost.total == cost.fee_total + cost.rating.usage_amount
+        assert [line.amount for line in cost.fees] == [Decimal("10.00")]  # the month's fee, charged on the 1st
+        page = client.get(f"/t/{team_a.slug}/billing/").content.decode()
+        assert f'data-testid="cost-to-date">{usd(cost.total)}<' in page
+        assert f'data-testid="projected">{usd(cost.projected_total)}<' in page
+        assert f'data-testid="period-total">{usd(cost.total)}<' in page
+        assert "Pay as you go monthly fee" in page
+        for line in cost.rating.lines:
+            assert line.name in page
+        cards = client.get(f"/t/{team_a.slug}/usage/panels/cards", {"range": "24h"}).content.decode()
+        assert f'hx-get="/t/{team_a.slug}/billing/cost-card"' in cards  # the dashboard loads billing's own card
+        card = client.get(f"/t/{team_a.slug}/billing/cost-card").content.decode()
+        assert f'data-testid="cost-card">{usd(cost.total)}<' in card
 
 
 def test_money_is_for_owners_admins_and_finance_only(client_for, member_of, team_a, priced_usage):

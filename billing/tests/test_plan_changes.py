@@ -150,7 +150,7 @@ def test_each_segment_has_its_own_allowance_and_tiers(team_a, customer, usage):
     aggregate()
     cost = selectors.cost_to_date(team=team_a, now=now)
     growth, payg = cost.segments[-2:]
-    per_relay = rating.catalog()["eth-mainnet"].compute_units_for("eth_call")
+    per_relay = selectors.service_catalog()["eth-mainnet"].compute_units_for("eth_call")
     assert growth.rating.units == payg.rating.units == 50 * per_relay
     assert growth.rating.usage_amount == ((50 * per_relay - 1_000) * D("0.001")).quantize(D("0.01"))
     assert payg.rating.usage_amount == (50 * per_relay * D("0.002")).quantize(D("0.01"))
@@ -168,12 +168,12 @@ def test_a_canceled_team_is_metered_up_to_its_end_and_never_after(team_a, custom
     relays(usage, 10, at=ended - timedelta(hours=2))  # subscribed
     relays(usage, 10, at=ended + timedelta(hours=1))  # after the end: Free
     aggregate()
-    assert team_a in services.metered_teams()  # its last paid hours are not all recorded yet
+    assert team_a in selectors.metered_teams()  # its last paid hours are not all recorded yet
     services.meter_record(team=team_a, now=now)
     assert [row.hour for row in MeterReport.objects.filter(team=team_a)] == [
         (ended - timedelta(hours=2)).replace(minute=0)
     ]
-    assert team_a not in services.metered_teams()
+    assert team_a not in selectors.metered_teams()
     assert services.meter_record(team=team_a, now=now + timedelta(hours=3)) == 0
 
 
@@ -233,7 +233,7 @@ def test_the_free_allowance_counts_from_the_switch_to_free(team_a, customer, usa
     services.plan_span_record(team=team_a, plan=Plan.objects.get(slug="payg"), at=now - timedelta(hours=5))
     relays(usage, 40, at=now - timedelta(hours=4))  # on Pay as you go: not the Free allowance's business
     aggregate()
-    allowance = 40 * rating.catalog()["eth-mainnet"].compute_units_for("eth_call")
+    allowance = 40 * selectors.service_catalog()["eth-mainnet"].compute_units_for("eth_call")
     PlanVersion.objects.create(plan_id="free", team=team_a, effective_from=datetime(2026, 1, 1, tzinfo=UTC),
                                included_units=allowance)  # fmt: skip
     services.plan_span_record(team=team_a, plan=Plan.objects.get(slug="free"), at=now - timedelta(hours=2))

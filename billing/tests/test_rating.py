@@ -158,12 +158,33 @@ def test_malformed_tiers_are_refused_with_a_reason(raw, message):
         version.clean()
 
 
+@pytest.mark.parametrize(
+    ("exact", "units"),
+    [("0", 0), ("0.4999999999", 0), ("0.5", 1), ("1.5", 2), ("2.5", 3), ("318.18", 318), ("1000000.5", 1_000_001)],
+)
+def test_units_round_half_up_to_a_whole_unit(exact, units):
+    assert rating.round_units(D(exact)) == units
+
+
+@pytest.mark.parametrize(
+    ("exact", "amount"),
+    [("0.004999", "0.00"), ("0.005", "0.01"), ("0.025", "0.03"), ("-0.005", "-0.01"), ("49", "49.00")],
+)
+def test_amounts_round_half_up_to_the_cent(exact, amount):
+    assert str(rating.round_cents(D(exact))) == amount
+
+
+@pytest.mark.parametrize(("cents", "dollars"), [(0, "0.00"), (1, "0.01"), (4900, "49.00"), (-150, "-1.50")])
+def test_cents_read_as_dollars_with_two_places(cents, dollars):
+    assert str(rating.dollars(cents)) == dollars
+
+
 # --- units from the catalog -------------------------------------------------------------------------
 
 
 @pytest.mark.django_db
 def test_units_come_from_the_catalog_successes_only_and_llm_tokens_at_list_price():
-    catalog = rating.catalog()
+    catalog = selectors.service_catalog()
     eth = catalog["eth-mainnet"]
     rows = [
         {"service": "eth-mainnet", "method": "eth_call", "successes": 10, "input_tokens": 0, "output_tokens": 0},
@@ -187,7 +208,7 @@ def test_a_period_is_billed_from_the_usage_ledger(usage, team_a):
     aggregate()
     now = datetime.now(UTC)
     cost = selectors.cost_to_date(team=team_a, now=now)
-    per_relay = rating.catalog()["eth-mainnet"].compute_units_for("eth_call")
+    per_relay = selectors.service_catalog()["eth-mainnet"].compute_units_for("eth_call")
     assert cost.plan.slug == "free"
     assert cost.rating.units == cost.units == 30 * per_relay
     assert cost.total == D("0.00")

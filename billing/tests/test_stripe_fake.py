@@ -264,6 +264,7 @@ def test_summary_windows_must_be_aligned_with_their_grouping(fake: FakeStripe, c
 def test_a_misspelled_or_unknown_parameter_is_refused_as_stripe_refuses_it(
     fake: FakeStripe, client: stripe.StripeClient
 ) -> None:
+    # Wrong on purpose (the ignores below): the fake must refuse what stripe-python's types and Stripe refuse.
     with pytest.raises(stripe.InvalidRequestError, match="Received unknown parameter: metdata") as excinfo:
         client.v1.customers.create(params={"name": "Ada", "metdata": {"team_id": "7"}})  # type: ignore[typeddict-unknown-key]
     assert (excinfo.value.http_status, excinfo.value.code) == (400, "parameter_unknown")

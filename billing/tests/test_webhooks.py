@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from billing import services
+from billing import selectors
 from billing.models import BillingAccount, EventStatus, Invoice, Plan, StripeEvent
 from billing.tests.fixtures import WEBHOOK_SECRET, epoch, growth_subscription, post_event
 from billing.tests.stripe_fake import sign
@@ -235,6 +235,6 @@ def test_the_sweeper_retries_lost_events_and_failed_ones_with_backoff(customer):
     waiting = event("evt_failed_thrice", 5, status=EventStatus.FAILED, attempts=3)  # due after 8 minutes
     given_up = event("evt_given_up", 500, status=EventStatus.FAILED, attempts=6)
     done = event("evt_done", 5, status=EventStatus.PROCESSED, attempts=1)
-    due = {e.stripe_id for e in services.events_due(now=now)}
+    due = {e.stripe_id for e in selectors.events_due(now=now)}
     assert due == {lost, retry}
     assert not due & {fresh, waiting, given_up, done}

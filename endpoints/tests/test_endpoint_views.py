@@ -9,7 +9,7 @@ from accounts.models import AuditEvent, Role
 from accounts.services import management_token_create, user_create
 from endpoints import keys as key_format
 from endpoints.models import ApiKey, Endpoint
-from endpoints.services import api_key_create, endpoint_create
+from endpoints.services import AllowlistError, api_key_create, endpoint_create, endpoint_update
 
 pytestmark = pytest.mark.django_db
 
@@ -195,6 +195,34 @@ def test_any_invalid_entry_is_reported_next_to_its_field_and_nothing_is_saved(
     assert message in errors
     assert message in response.content.decode().replace("&quot;", '"').replace("&#x27;", "'")
     assert Endpoint.objects.filter(pk=endpoint.pk).values().get() == before
+
+
+def test_the_service_validates_allowlists_itself_and_reports_every_bad_list(owner_a, endpoint):
+    before = Endpoint.objects.filter(pk=endpoint.pk).values().get()
+    with pytest.raises(AllowlistError) as refused:
+        endpoint_update(
+            endpoint=endpoint,
+            actor=owner_a,
+            allowed_origins=["https://ok.example.com", "nope"],
+            allowed_contracts={"llama-3.1-8b-instruct": ["0x0"], "eth-mainnet": []},
+            allowed_methods={"eth-mainnet": ["eth_cal"], "base": ["eth_call"]},
+        )
+    assert [(e.field, e.code) for e in refused.value.errors] == [
+        ("allowed_origins", "invalid"),
+        ("allowed_contracts.llama-3.1-8b-instruct", "unknown_service"),
+        ("allowed_methods.eth-mainnet", "invalid"),
+        ("allowed_methods.base", "unknown_service"),
+    ]
+    assert (refused.value.field, refused.value.status) == ("allowed_origins", 400)
+    assert Endpoint.objects.filter(pk=endpoint.pk).values().get() == before
+    updated = endpoint_update(
+        endpoint=endpoint,
+        actor=owner_a,
+        allowed_origins=["HTTPS://App.Example.com:443/"],
+        allowed_contracts={"eth-mainnet": ["0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"], "solana": []},
+    )
+    assert updated.allowed_origins == ["https://app.example.com"]
+    assert updated.allowed_contracts == {"eth-mainnet": ["0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"]}
 
 
 # --- settings tab --------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from accounts.services import management_token_create
 from billing.services import team_delete
+from endpoints import feed as feed_module
 from endpoints import keys as key_format
-from endpoints.models import ConfigChange, ConfigFeedHorizon, GatewayCredential
+from endpoints.models import ENFORCED_FIELDS, ConfigChange, ConfigFeedHorizon, GatewayCredential
 from endpoints.services import (
     api_key_create,
     api_key_revoke,
@@ -339,3 +340,17 @@ def test_a_change_committing_late_is_never_skipped_by_a_reader(team_a, owner_a):
     assert reader_cursor < ids["a"]  # A's row was invisible, and so was every row after it
     assert ConfigChange.objects.filter(id__gt=reader_cursor).count() == 2
     connection.close()
+
+
+def test_the_feed_publishes_every_field_the_gateway_enforces():
+    """ENFORCED_FIELDS is the one list: a field added to it must reach the endpoint's record."""
+    read: set[str] = set()
+
+    class Row(dict):
+        def __getitem__(self, field):
+            read.add(field)
+            return super().__getitem__(field)
+
+    record = feed_module._endpoint_record(Row.fromkeys(feed_module._ENDPOINT_FIELDS), ["base"], 25)
+    assert set(ENFORCED_FIELDS) <= read
+    assert list(record["allowlists"]) == ["origins", "user_agents", "ips", "contracts", "methods"]

@@ -1,12 +1,16 @@
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from endpoints import keys as key_format
-from endpoints.selectors import key_by_secret
-from endpoints.services import api_key_create, endpoint_create
+from endpoints.models import ApiKey
+from endpoints.selectors import endpoint_list, key_by_secret
+from endpoints.services import api_key_create, api_key_revoke, api_key_rotate, endpoint_create, endpoint_delete
 
 
 @pytest.mark.parametrize("environment", ["production", "test"])
@@ -73,3 +77,30 @@ def test_a_well_formed_secret_is_looked_up_by_its_hash(team_a, team_b, owner_a):
     assert key.secret_hint == f"{secret[:12]}…{secret[-4:]}"
     assert key_by_secret(team=team_a, secret=secret) == key
     assert key_by_secret(team=team_b, secret=secret) is None  # another team's key is not found
+
+
+@pytest.mark.django_db
+def test_usable_keys_are_the_keys_is_usable_accepts_and_only_those_are_counted(team_a, owner_a):
+    """ApiKey.objects.usable() is is_usable as a filter: revoked, rotated out, expired and deleted-endpoint keys are
+    not usable; the feed's unrevoked() keeps the expired one (so the gateway can say "expired")."""
+    endpoint = endpoint_create(team=team_a, name="e", services=["eth-mainnet"], actor=owner_a)
+    other = endpoint_create(team=team_a, name="other", services=["base"], actor=owner_a)
+    active, _ = api_key_create(endpoint=endpoint, name="active", actor=owner_a)
+    revoked, _ = api_key_create(endpoint=endpoint, name="revoked", actor=owner_a)
+    api_key_revoke(key=revoked, actor=owner_a)
+    expired, _ = api_key_create(endpoint=endpoint, name="expired", actor=owner_a)
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    rotated, _ = api_key_create(endpoint=endpoint, name="rotated", actor=owner_a)
+    replacement, _ = api_key_rotate(key=rotated, overlap="1h", actor=owner_a)
+    gone, _ = api_key_create(endpoint=other, name="gone", actor=owner_a)
+    endpoint_delete(endpoint=other, actor=owner_a)
+
+    now = timezone.now()
+    for at in (now, now + timedelta(hours=2)):
+        assert set(ApiKey.objects.usable(at)) == {key for key in ApiKey.objects.all() if key.is_usable(at)}
+    assert set(ApiKey.objects.usable(now)) == {active, rotated, replacement}
+    assert set(ApiKey.objects.usable(now + timedelta(hours=2))) == {active, replacement}
+    assert set(ApiKey.objects.unrevoked(now)) == {active, expired, rotated, replacement}
+    assert gone not in ApiKey.objects.unrevoked(now)
+    (listed,) = endpoint_list(team=team_a)
+    assert listed.key_count == 3

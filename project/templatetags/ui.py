@@ -55,14 +55,19 @@ def percent(value: Any, digits: int = 1) -> str:
     return f"{float(value) * 100:.{int(digits)}f}%"
 
 
-@register.filter
-def change(value: Any) -> str:
-    """Relative change against the previous period: +12%, −3%, or nothing."""
+def _signed_hundredths(value: Any, *, digits: int, unit: str) -> str:
+    """A fraction as a signed amount of hundredths (+12%, −0.50 pp, ±0%), or nothing for None."""
     if value is None:
         return ""
     number = float(value) * 100
     sign = "+" if number > 0 else "−" if number < 0 else "±"
-    return f"{sign}{abs(number):.0f}%"
+    return f"{sign}{abs(number):.{digits}f}{unit}"
+
+
+@register.filter
+def change(value: Any) -> str:
+    """Relative change against the previous period: +12%, −3%, or nothing."""
+    return _signed_hundredths(value, digits=0, unit="%")
 
 
 @register.simple_tag
@@ -117,11 +122,7 @@ def unit_value(value: Any, unit: str) -> str:
 @register.filter
 def points(value: Any) -> str:
     """A change of a rate, in percentage points: +0.12 pp."""
-    if value is None:
-        return ""
-    number = float(value) * 100
-    sign = "+" if number > 0 else "−" if number < 0 else "±"
-    return f"{sign}{abs(number):.2f} pp"
+    return _signed_hundredths(value, digits=2, unit=" pp")
 
 
 @register.filter
