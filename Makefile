@@ -31,9 +31,12 @@ chromium:
 run: deps
 	$(PY) -m project.devstack run
 
-## make test: the lint checks (make lint), then pytest (which also checks for missing migrations).
+## make test: the lint checks (make lint), then pytest (which also checks for missing migrations) with line and branch
+## coverage, printed per app (under 90 % of lines in any app fails).
 test: deps-test lint
-	$(PY) -m pytest
+	rm -f .coverage .coverage.*
+	$(PY) -m pytest --cov --cov-report=
+	$(PY) scripts/coverage_report.py
 
 ## make manage CMD="createsuperuser": manage.py against the same database and broker as `make run`.
 manage: deps
@@ -45,15 +48,17 @@ audit: $(VENV)/.dev-installed
 	$(PY) -m pip_audit --requirement requirements.txt --requirement requirements-dev.txt --no-deps --disable-pip \
 		--strict $$(sed -n 's/^\([A-Za-z0-9][A-Za-z0-9-]*\) *#.*/--ignore-vuln \1/p' .ci/pip-audit-ignore.txt)
 
-## make lint: ruff (lint and format) and the import layers (import-linter: no upward import, no cycle).
+## make lint: ruff (lint and format), the import layers (import-linter: no upward import, no cycle) and the types
+## (mypy with the Django, DRF and Celery stubs, on every app).
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	PYTHONPATH=. $(VENV)/bin/lint-imports --no-cache
+	$(PY) -m mypy
 
 format: $(VENV)/.dev-installed
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) .data artifacts .pytest_cache
+	rm -rf $(VENV) .data artifacts .pytest_cache .mypy_cache .coverage .coverage.*
