@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 from accounts.models import MANAGEMENT_TOKEN_PREFIX, ManagementToken, Team
-from project.authentication import BearerSecretAuthentication
+from project.authentication import BearerSecretAuthentication, MachinePrincipal
 from project.secrets import touch
 
 
-class TokenPrincipal:
+class TokenPrincipal(MachinePrincipal):
     """request.user for a management token: a team, not a person."""
-
-    is_authenticated = True
-    is_anonymous = False
-    is_active = True
-    is_staff = False
-    is_superuser = False
-    pk = None
-    id = None
 
     def __init__(self, token: ManagementToken):
         self.token = token

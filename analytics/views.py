@@ -101,12 +101,12 @@ def overview(request: TeamRequest) -> HttpResponse:
 @team_view(GET="endpoints.view")
 def endpoint_list(request: TeamRequest) -> HttpResponse:
     """The team's endpoints, each with its requests over the last 24 hours (endpoints' page, with traffic)."""
-    endpoints = list(endpoint_selectors.endpoint_list(team=request.team))
     usage = selectors.requests_per_endpoint(team=request.team)
-    for endpoint in endpoints:
-        spark = usage.get(endpoint.pk, [])
-        endpoint.spark, endpoint.requests_24h = spark, sum(spark)  # type: ignore[attr-defined]  # extras the endpoints template reads
-    return render(request, "endpoints/endpoint_list.html", {"endpoints": endpoints})
+    rows = [
+        (endpoint, usage.get(endpoint.pk, []), sum(usage.get(endpoint.pk, [])))
+        for endpoint in endpoint_selectors.endpoint_list(team=request.team)
+    ]
+    return render(request, "endpoints/endpoint_list.html", {"endpoints": rows})
 
 
 @team_view(GET="endpoints.view")

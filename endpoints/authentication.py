@@ -7,20 +7,12 @@ from typing import Any
 from rest_framework import exceptions, permissions
 
 from endpoints.models import GATEWAY_CREDENTIAL_PREFIX, GatewayCredential
-from project.authentication import BearerSecretAuthentication
+from project.authentication import BearerSecretAuthentication, MachinePrincipal
 from project.secrets import touch
 
 
-class GatewayPrincipal:
+class GatewayPrincipal(MachinePrincipal):
     """request.user for a gateway: a machine, belonging to no team."""
-
-    is_authenticated = True
-    is_anonymous = False
-    is_active = True
-    is_staff = False
-    is_superuser = False
-    pk = None
-    id = None
 
     def __init__(self, credential: GatewayCredential):
         self.credential = credential

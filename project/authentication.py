@@ -11,6 +11,19 @@ from rest_framework import authentication, exceptions
 from project.secrets import sha256_hex
 
 
+class MachinePrincipal:
+    """request.user for a credential that is not a person (a management token, a gateway): authenticated, with none of
+    a person's powers and no primary key."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+    id = None
+
+
 class BearerSecretAuthentication(authentication.BaseAuthentication):
     prefix: str
     noun: str  # "management tokens (gmt_…)"
