@@ -38,7 +38,7 @@ def _clean_cache() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _service_catalog(request, django_db_blocker):  # type: ignore[no-untyped-def]
+def _service_catalog(request, django_db_blocker):
     """The catalog and the plans come from data migrations, which a transactional test's flush wipes: put them back."""
     uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db", "live_server"} & set(
         request.fixturenames
@@ -59,9 +59,9 @@ def _service_catalog(request, django_db_blocker):  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def make_user(db):  # type: ignore[no-untyped-def]
+def make_user(db):
     def make(email: str, *, verified: bool = True, password: str = PASSWORD, **fields: object) -> User:
-        return user_create(email=email, password=password, email_verified=verified, **fields)  # type: ignore[arg-type]
+        return user_create(email=email, password=password, email_verified=verified, **fields)
 
     return make
 
@@ -71,34 +71,34 @@ def make_user(db):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def owner_a(make_user) -> User:  # type: ignore[no-untyped-def]
+def owner_a(make_user) -> User:
     return make_user("alice@a.example", name="Alice Owner")
 
 
 @pytest.fixture
-def team_a(owner_a) -> Team:  # type: ignore[no-untyped-def]
+def team_a(owner_a) -> Team:
     return team_create(name="Team A", owner=owner_a)
 
 
 @pytest.fixture
-def teammate_a(make_user, team_a) -> User:  # type: ignore[no-untyped-def]
+def teammate_a(make_user, team_a) -> User:
     user = make_user("bob@a.example", name="Bob Developer")
     Membership.objects.create(team=team_a, user=user, role=Role.DEVELOPER)
     return user
 
 
 @pytest.fixture
-def outsider_b(make_user) -> User:  # type: ignore[no-untyped-def]
+def outsider_b(make_user) -> User:
     return make_user("charlie@b.example", name="Charlie Outsider")
 
 
 @pytest.fixture
-def team_b(outsider_b) -> Team:  # type: ignore[no-untyped-def]
+def team_b(outsider_b) -> Team:
     return team_create(name="Team B", owner=outsider_b)
 
 
 @pytest.fixture
-def member_of(make_user, team_a):  # type: ignore[no-untyped-def]
+def member_of(make_user, team_a):
     """member_of(role) → a new user holding `role` in team A."""
 
     def make(role: str, email: str | None = None) -> User:
@@ -112,7 +112,7 @@ def member_of(make_user, team_a):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def client_for(client):  # type: ignore[no-untyped-def]
+def client_for(client):
     """client_for(user) → a test client signed in as user."""
     from django.test import Client
 
@@ -209,7 +209,7 @@ def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen[byt
 
 
 @pytest.fixture
-def run_server():  # type: ignore[no-untyped-def]
+def run_server():
     """Start `gunicorn project.wsgi` with the given environment; stopped after the test."""
     started: list[subprocess.Popen[bytes]] = []
 
@@ -256,7 +256,7 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def chromium():  # type: ignore[no-untyped-def]
+def chromium():
     # Playwright's sync API runs an event loop in this thread; Django's ORM refuses to run
     # beside one unless told it is safe (it is: the loop is idle while our code runs).
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
@@ -271,7 +271,7 @@ def chromium():  # type: ignore[no-untyped-def]
 class CheckedPage:
     """A browser tab that screenshots every page it checks and records console errors (CSP violations among them)."""
 
-    def __init__(self, page, base_url: str, test_name: str):  # type: ignore[no-untyped-def]
+    def __init__(self, page, base_url: str, test_name: str):
         self.page = page
         self.base_url = base_url
         self.shot_dir = ARTIFACTS / "screenshots"
@@ -283,7 +283,7 @@ class CheckedPage:
         page.on("console", self._on_console)
         page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
 
-    def _on_console(self, message) -> None:  # type: ignore[no-untyped-def]
+    def _on_console(self, message) -> None:
         if message.type == "error" and not any(allowed in message.text for allowed in self.allowed_errors):
             self.console_errors.append(message.text)
 
@@ -291,7 +291,7 @@ class CheckedPage:
         """Expect a console error containing text (e.g. the 404 of a page the test means to be missing)."""
         self.allowed_errors.append(text)
 
-    def visit(self, path: str, label: str | None = None):  # type: ignore[no-untyped-def]
+    def visit(self, path: str, label: str | None = None):
         response = self.page.goto(self.base_url + path)
         self.snap(label or path)
         return response
@@ -305,7 +305,7 @@ class CheckedPage:
 
 
 @pytest.fixture
-def browser_pages(chromium, live_server, request):  # type: ignore[no-untyped-def]
+def browser_pages(chromium, live_server, request):
     """browser_pages(label) → a new CheckedPage in its own browser context (its own cookies): one per person."""
     opened: list[tuple[object, CheckedPage]] = []
 
@@ -318,13 +318,13 @@ def browser_pages(chromium, live_server, request):  # type: ignore[no-untyped-de
 
     yield open_page
     for context, _checked in opened:
-        context.close()  # type: ignore[attr-defined]
+        context.close()
     errors = [error for _context, checked in opened for error in checked.console_errors]
     assert errors == [], f"browser console errors: {errors}"
 
 
 @pytest.fixture
-def browser_page(browser_pages):  # type: ignore[no-untyped-def]
+def browser_page(browser_pages):
     return browser_pages()
 
 

@@ -211,7 +211,7 @@ def take_snapshot(server: Server, dbname: str) -> Snapshot:
         snap.constraints = [(table, name, canonical_definition(d)) for table, name, d in conn.execute(CONSTRAINTS_SQL)]
         snap.sequences = conn.execute(SEQUENCES_SQL).fetchall()
         for name, *_rest in snap.tables:
-            count, digest = conn.execute(sql.SQL(DIGEST_SQL).format(sql.Identifier(name))).fetchone()  # type: ignore[misc]
+            count, digest = conn.execute(sql.SQL(DIGEST_SQL).format(sql.Identifier(name))).fetchone()
             snap.counts[name], snap.digests[name] = count, digest
         for name in KEY_TABLES:
             snap.rows[name] = conn.execute(sql.SQL(ROWS_SQL).format(sql.Identifier(name))).fetchall()
@@ -236,7 +236,7 @@ def assert_same(what: str, original: Any, restored: Any) -> None:
 
 
 @pytest.fixture
-def restore_target(transactional_db) -> Iterator[tuple[Server, str, str]]:  # type: ignore[no-untyped-def]
+def restore_target(transactional_db) -> Iterator[tuple[Server, str, str]]:
     """(server, test database, name for the restored database); the restored database is dropped afterwards."""
     server, source = Server.of_test_database()
     # Unique per run and per xdist worker (the test database's name already carries the worker's suffix).
@@ -248,7 +248,7 @@ def restore_target(transactional_db) -> Iterator[tuple[Server, str, str]]:  # ty
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
 
 
-def seed_team(owner, teammate, make_user, team) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def seed_team(owner, teammate, make_user, team) -> dict[str, Any]:
     """Team A with members of several roles, endpoints and keys, a billing account, invoices, audit rows, usage."""
     from accounts.models import Membership, Role
     from accounts.services import invitation_create, management_token_create, member_change_role, team_rename
@@ -314,7 +314,7 @@ def test_pg_dump_and_pg_restore_round_trip_a_seeded_team(
 ):
     server, source, target = restore_target
     with server.connect(source) as conn:
-        server_major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+        server_major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
     pg_dump, pg_restore = pg_tools_for(server_major)
 
     seeded = seed_team(owner_a, teammate_a, make_user, team_a)
@@ -380,7 +380,7 @@ def test_pg_dump_and_pg_restore_round_trip_a_seeded_team(
                     sql.Identifier(f"analytics_rollup_{grain}")
                 ),
                 [team.pk],
-            ).fetchone()[0]  # type: ignore[index]
+            ).fetchone()[0]
             assert requests == seeded["relays"], grain
         audit_actions = {
             row[0] for row in conn.execute("SELECT action FROM accounts_auditevent WHERE team_id = %s", [team.pk])
@@ -394,9 +394,9 @@ def test_pg_dump_and_pg_restore_round_trip_a_seeded_team(
             "key.revoked",
         } <= audit_actions
         max_ids = {
-            "team": conn.execute("SELECT max(id) FROM accounts_team").fetchone()[0],  # type: ignore[index]
-            "membership": conn.execute("SELECT max(id) FROM accounts_membership").fetchone()[0],  # type: ignore[index]
-            "audit": conn.execute("SELECT max(id) FROM accounts_auditevent").fetchone()[0],  # type: ignore[index]
+            "team": conn.execute("SELECT max(id) FROM accounts_team").fetchone()[0],
+            "membership": conn.execute("SELECT max(id) FROM accounts_membership").fetchone()[0],
+            "audit": conn.execute("SELECT max(id) FROM accounts_auditevent").fetchone()[0],
         }
 
     # The app accepts the restored database: every migration applied, and it writes (sequences carry on).
