@@ -30,6 +30,7 @@ class TeamOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+@extend_schema(tags=["teams"])
 class TeamListAPI(APIView):
     """Teams the caller can reach: a session user's memberships, or a token's own team."""
 
@@ -47,6 +48,7 @@ class TeamListAPI(APIView):
         return Response(rows)
 
 
+@extend_schema(tags=["teams"])
 class TeamDetailAPI(TeamAPIView):
     required_actions = {"GET": "team.view", "PATCH": "team.update"}
 
@@ -75,6 +77,7 @@ class MemberOutput(serializers.Serializer):
     joined_at = serializers.DateTimeField(source="created_at")
 
 
+@extend_schema(tags=["members"])
 class MemberListAPI(TeamAPIView):
     required_actions = {"GET": "members.view"}
 
@@ -83,6 +86,7 @@ class MemberListAPI(TeamAPIView):
         return Response(MemberOutput(selectors.member_list(team=request.team), many=True).data)
 
 
+@extend_schema(tags=["members"])
 class MemberDetailAPI(TeamAPIView):
     required_actions = {"GET": "members.view", "PATCH": "members.manage", "DELETE": "members.manage"}
 
@@ -124,6 +128,7 @@ class InvitationOutput(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
+@extend_schema(tags=["invitations"])
 class InvitationListAPI(TeamAPIView):
     required_actions = {"GET": "members.view", "POST": "members.manage"}
 
@@ -157,6 +162,7 @@ def _invitation(request: TeamAPIRequest, invitation_id: int) -> Invitation:
     return get_object_or_404_api(lambda: selectors.invitation_get(team=request.team, invitation_id=invitation_id))
 
 
+@extend_schema(tags=["invitations"])
 class InvitationDetailAPI(TeamAPIView):
     required_actions = {"GET": "members.view", "DELETE": "members.manage"}
 
@@ -171,6 +177,7 @@ class InvitationDetailAPI(TeamAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(tags=["invitations"])
 class InvitationResendAPI(TeamAPIView):
     required_actions = {"POST": "members.manage"}
 

@@ -87,6 +87,7 @@ def _allowlist_errors(error: AllowlistError) -> dict[str, list[str]]:
     return errors
 
 
+@extend_schema(tags=["endpoints"])
 class EndpointListAPI(TeamAPIView):
     required_actions = {"GET": "endpoints.view", "POST": "endpoints.manage"}
 
@@ -110,6 +111,7 @@ class EndpointListAPI(TeamAPIView):
         return Response(EndpointOutput(endpoint).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["endpoints"])
 class EndpointDetailAPI(TeamAPIView):
     required_actions = {"GET": "endpoints.view", "PATCH": "endpoints.manage", "DELETE": "endpoints.manage"}
 
@@ -189,6 +191,7 @@ def _key_output(request: TeamAPIRequest, key: ApiKey, secret: str | None = None)
     return body
 
 
+@extend_schema(tags=["keys"])
 class KeyListAPI(TeamAPIView):
     required_actions = {"GET": "keys.view", "POST": "keys.manage"}
 
@@ -218,6 +221,7 @@ def _key(request: TeamAPIRequest, key_id: str) -> ApiKey:
     return get_object_or_404_api(lambda: selectors.key_get(team=request.team, key_id=key_id))
 
 
+@extend_schema(tags=["keys"])
 class KeyDetailAPI(TeamAPIView):
     required_actions = {"GET": "keys.view", "PATCH": "keys.manage"}
 
@@ -243,6 +247,7 @@ class KeyDetailAPI(TeamAPIView):
         return Response(_key_output(request, key))
 
 
+@extend_schema(tags=["keys"])
 class KeyRotateAPI(TeamAPIView):
     required_actions = {"POST": "keys.manage"}
 
@@ -264,6 +269,7 @@ class KeyRotateAPI(TeamAPIView):
         return Response(_key_output(request, new, secret), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(tags=["keys"])
 class KeyRevokeAPI(TeamAPIView):
     required_actions = {"POST": "keys.manage"}
 
@@ -273,6 +279,7 @@ class KeyRevokeAPI(TeamAPIView):
         return Response(_key_output(request, key))
 
 
+@extend_schema(tags=["keys"])
 class KeyIdentifyAPI(TeamAPIView):
     """Which of our keys is this secret? Malformed secrets are refused by their checksum, before any lookup."""
 

@@ -96,7 +96,68 @@
     if (dialog && !dialog.open) dialog.showModal();
   });
 
+  // A box that scrolls sideways (a wide table on a phone, a long code line) takes keyboard focus, so the arrow keys
+  // can scroll it, and is a named region; a box that fits is left out of the tab order.
+  var SCROLL_BOXES = ".table-scroll, .code-block";
+  function labelOf(box) {
+    if (box.dataset.scrollLabel) return box.dataset.scrollLabel;
+    var caption = box.querySelector("caption");
+    if (caption && caption.textContent.trim()) return caption.textContent.trim();
+    var section = box.closest("section, article, .panel, main");
+    var heading = section ? section.querySelector("h1, h2, h3, h4") : null;
+    return heading ? heading.textContent.trim() : "Scrollable content";
+  }
+  function markScrollBoxes(root) {
+    var boxes = Array.prototype.slice.call(root.querySelectorAll ? root.querySelectorAll(SCROLL_BOXES) : []);
+    if (root.matches && root.matches(SCROLL_BOXES)) boxes.push(root);
+    boxes.forEach(function (box) {
+      var scrolls = box.scrollWidth > box.clientWidth + 1;
+      if (scrolls && !box.hasAttribute("tabindex")) {
+        box.setAttribute("tabindex", "0");
+        box.setAttribute("role", "region");
+        box.setAttribute("aria-label", labelOf(box) + " (scrolls sideways)");
+        box.dataset.scrollMarked = "1";
+      } else if (!scrolls && box.dataset.scrollMarked) {
+        ["tabindex", "role", "aria-label"].forEach(function (name) { box.removeAttribute(name); });
+        delete box.dataset.scrollMarked;
+      }
+    });
+  }
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () { markScrollBoxes(document); }, 100);
+  });
+
+  // <table class="stack">: on a phone each row becomes a card (CSS): its first cell the title, then "Header  value"
+  // lines, so every amount stays in view. The labels come from the table's own column headers.
+  function labelStackedTables(root) {
+    var tables = Array.prototype.slice.call(root.querySelectorAll ? root.querySelectorAll("table.stack") : []);
+    if (root.matches && root.matches("table.stack")) tables.push(root);
+    tables.forEach(function (table) {
+      var headers = [];
+      var head = table.tHead && table.tHead.rows[0];
+      if (!head) return;
+      Array.prototype.forEach.call(head.cells, function (cell) {
+        for (var i = 0; i < cell.colSpan; i++) headers.push(cell.textContent.trim());
+      });
+      Array.prototype.forEach.call(table.tBodies, function (body) {
+        Array.prototype.forEach.call(body.rows, function (row) {
+          var column = 0;
+          Array.prototype.forEach.call(row.cells, function (cell) {
+            if (column > 0 && cell.colSpan === 1 && headers[column] && !cell.hasAttribute("data-label")) {
+              cell.setAttribute("data-label", headers[column]);
+            }
+            column += cell.colSpan;
+          });
+        });
+      });
+    });
+  }
+
   function bindAll(root) {
+    labelStackedTables(root);
+    markScrollBoxes(root);
     bindThemeToggle(root);
     bindCopyButtons(root);
     bindConfirmForms(root);
@@ -107,5 +168,5 @@
 
   document.addEventListener("DOMContentLoaded", function () { bindAll(document); });
   document.addEventListener("htmx:afterSettle", function (event) { bindAll(event.target); });
-  window.Gatehouse = { bindAll: bindAll, currentTheme: currentTheme };
+  window.Gatehouse = { bindAll: bindAll, currentTheme: currentTheme, markScrollBoxes: markScrollBoxes };
 })();
