@@ -46,7 +46,10 @@ ACTIONS: dict[str, frozenset[Role]] = {
     "billing.view": frozenset({OWNER, ADMIN, FINANCE}),
     "billing.payment_method": frozenset({OWNER, ADMIN, FINANCE}),
     "billing.manage": frozenset({OWNER, ADMIN}),  # change plan
+    "budgets.view": EVERYONE,
     "budgets.manage": frozenset({OWNER, ADMIN, FINANCE}),
+    "webhooks.view": frozenset({OWNER, ADMIN, DEVELOPER, FINANCE}),  # URLs and the delivery log; secrets shown once
+    "webhooks.manage": frozenset({OWNER, ADMIN}),
 }
 
 # A deleted team is closed: only its billing pages stay open, to the roles that could see them.
@@ -72,7 +75,10 @@ ACTION_LABELS: dict[str, str] = {
     "billing.view": "See invoices, cost and payment method",
     "billing.payment_method": "Manage the payment method",
     "billing.manage": "Change the plan",
+    "budgets.view": "See budgets, what they have used and their alerts",
     "budgets.manage": "Set budgets and alerts",
+    "webhooks.view": "See webhooks and their delivery log",
+    "webhooks.manage": "Add, change and delete webhooks; resend and test",
 }
 
 # Roles a member can be given (forms, the API and its schema); the owner's changes hands only by an ownership transfer.

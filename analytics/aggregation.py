@@ -32,6 +32,7 @@ from psycopg.errors import DeadlockDetected
 from analytics.histogram import SQL_BUCKET
 from analytics.models import ROLLUP_COUNTERS
 from analytics.partitions import ensure_all_partitions_today
+from analytics.signals import rollups_updated
 from analytics.summaries import grouped_columns, grouping_sets
 from endpoints.services import api_keys_mark_used
 
@@ -349,6 +350,8 @@ def aggregate_once(*, max_batches: int = DEFAULT_MAX_BATCHES, max_records: int =
             last_used = cursor.fetchall()
             cursor.execute("UPDATE analytics_ingestbatch SET aggregated_at = now() WHERE id = ANY(%s)", [batch_ids])
         api_keys_mark_used(last_used={key_pk: last for key_pk, last, _n in last_used})
+        touched = [key_pk for key_pk, _last, _n in last_used]
+        transaction.on_commit(lambda: rollups_updated.send(sender=RunResult, key_pks=touched))
         result.batches = len(batch_ids)
         result.records = sum(row[1] for row in claimed)
         result.upserted_rows = last_used[0][2] if last_used else 0

@@ -223,6 +223,10 @@ def _spans(grain: str, start: datetime, end: datetime) -> list[tuple[str, dateti
     return [(g, s, e) for g, s, e in spans if s < e]
 
 
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def _utc_midnight(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -309,17 +313,22 @@ def usage_by(
     fields: tuple[str, ...],
     filters: UsageFilter = NO_FILTER,
     hourly: bool = False,
+    fresh: bool = False,
 ) -> list[dict[str, Any]]:
     """`fields` summed per combination of the `by` dimensions over [start, end) (e.g. per service and method,
     for rating): one query, whole UTC days from day rows and the rest from hours. hourly=True keeps each
-    hour apart (a `bucket` key; hour rows only)."""
+    hour apart (a `bucket` key; hour rows only). fresh=True reads the last hour and the open one from the minute
+    rollups, which an aggregation run updates at once (hours are recomputed from them later)."""
     columns = [DIMENSIONS[d] for d in by]
     if hourly:
         rows = _rows(team, "hour", start, end, filters, by).order_by()
         return list(rows.values("bucket", *columns).annotate(**_sums(fields)).order_by("bucket", *columns))
+    spans = _spans("hour", start, end)
+    if fresh:
+        cut = min(max(start, _hour_floor(timezone.now()) - timedelta(hours=1)), end)
+        spans = _spans("hour", start, cut) + ([("minute", cut, end)] if cut < end else [])
     parts = [
-        _rows(team, g, s, e, filters, by).order_by().values(*columns).annotate(**_sums(fields))
-        for g, s, e in _spans("hour", start, end)
+        _rows(team, g, s, e, filters, by).order_by().values(*columns).annotate(**_sums(fields)) for g, s, e in spans
     ]
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in _union(parts):

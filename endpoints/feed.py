@@ -25,6 +25,7 @@ from endpoints.models import (
     Endpoint,
     EndpointStatus,
     PlanLimit,
+    TrafficStop,
 )
 
 FEED_VERSION = "v1"
@@ -52,6 +53,7 @@ def key_status(
     endpoint_reason: str,
     team_suspension: str | None,
     now: datetime,
+    stop: str | None = None,
 ) -> Status:
     """What the gateway does with a key right now, and why. Time-based ends (expiry, the end of a rotation
     overlap) are in the record too (expires_at, valid_until): the gateway enforces them between polls."""
@@ -61,14 +63,19 @@ def key_status(
         return Status("revoked", "replaced by rotation")
     if expires_at is not None and expires_at <= now:
         return Status("expired")
-    return endpoint_status_of(status=endpoint_status, reason=endpoint_reason, team_suspension=team_suspension)
+    return endpoint_status_of(
+        status=endpoint_status, reason=endpoint_reason, team_suspension=team_suspension, stop=stop
+    )
 
 
-def endpoint_status_of(*, status: str, reason: str, team_suspension: str | None) -> Status:
-    """What the gateway does with a live endpoint (and every working key of it): a team suspension first, then the
-    platform's suspension, then the team's pause."""
+def endpoint_status_of(*, status: str, reason: str, team_suspension: str | None, stop: str | None = None) -> Status:
+    """What the gateway does with a live endpoint (and every working key of it): a team suspension first, then a
+    traffic stop (its machine-readable reason, e.g. budget_exceeded), then the platform's suspension, then the team's
+    pause."""
     if team_suspension:
         return Status("suspended", team_suspension)
+    if stop:
+        return Status("suspended", stop)
     if status == EndpointStatus.SUSPENDED:
         return Status("suspended", reason or "suspended by the platform")
     if status == EndpointStatus.PAUSED:
@@ -106,7 +113,35 @@ _KEY_FIELDS = (
 )
 
 
-def _endpoint_record(row: dict[str, Any], services: list[str], default_plan_rps: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Stops:
+    """The traffic stops in force, by team slug, endpoint id and key id (few rows: read whole)."""
+
+    teams: dict[str, str]
+    endpoints: dict[str, str]
+    keys: dict[str, str]
+
+    def of_endpoint(self, team: str, endpoint_id: str) -> str | None:
+        return self.teams.get(team) or self.endpoints.get(endpoint_id)
+
+    def of_key(self, team: str, endpoint_id: str, key_id: str) -> str | None:
+        return self.of_endpoint(team, endpoint_id) or self.keys.get(key_id)
+
+
+def _stops() -> Stops:
+    stops = Stops({}, {}, {})
+    rows = TrafficStop.objects.values_list("team__slug", "endpoint__public_id", "key__key_id", "reason").order_by("pk")
+    for team, endpoint_id, key_id, reason in rows:
+        if key_id:
+            stops.keys.setdefault(key_id, reason)
+        elif endpoint_id:
+            stops.endpoints.setdefault(endpoint_id, reason)
+        else:
+            stops.teams.setdefault(team, reason)
+    return stops
+
+
+def _endpoint_record(row: dict[str, Any], services: list[str], default_plan_rps: int, stops: Stops) -> dict[str, Any]:
     plan_rps = row["team__plan_limit__rate_limit_rps"] or default_plan_rps  # no limit set by its plan: the default's
     rps = row["rate_limit_rps"]
     rps = min(rps, plan_rps) if rps else plan_rps  # never above the plan, whatever was stored before a downgrade
@@ -117,6 +152,7 @@ def _endpoint_record(row: dict[str, Any], services: list[str], default_plan_rps:
             status=row["status"],
             reason=row["suspended_reason"],
             team_suspension=row["team__gateway_suspension__reason"],
+            stop=stops.of_endpoint(row["team__slug"], row["public_id"]),
         )
     return {
         "endpoint_id": row["public_id"],
@@ -138,7 +174,7 @@ def allowlists_of(value_of: Callable[[str], Any]) -> dict[str, Any]:
     return {field.removeprefix("allowed_"): value_of(field) for field in ALLOWLIST_FIELDS}
 
 
-def _key_record(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
+def _key_record(row: tuple[Any, ...], now: datetime, stops: Stops) -> dict[str, Any]:
     (key_id, secret_hash, team, endpoint_id, environment, endpoint_status, endpoint_reason, endpoint_deleted_at,
      team_suspension, revoked_at, valid_until, expires_at, daily_cap) = row  # fmt: skip
     status = key_status(
@@ -150,6 +186,7 @@ def _key_record(row: tuple[Any, ...], now: datetime) -> dict[str, Any]:
         endpoint_reason=endpoint_reason,
         team_suspension=team_suspension,
         now=now,
+        stop=stops.of_key(team, endpoint_id, key_id),
     )
     return {
         "key_id": key_id,
@@ -170,7 +207,7 @@ def _default_plan_rps() -> int:
     return default or DEFAULT_RATE_LIMIT_RPS
 
 
-def _endpoints(filter_: Q) -> list[dict[str, Any]]:
+def _endpoints(filter_: Q, stops: Stops) -> list[dict[str, Any]]:
     rows = (
         Endpoint.objects.filter(filter_)
         .annotate(service_ids=ArrayAgg("services__id", distinct=True, default=[]))
@@ -178,12 +215,12 @@ def _endpoints(filter_: Q) -> list[dict[str, Any]]:
         .order_by()
     )
     default_rps = _default_plan_rps()
-    return [_endpoint_record(row, sorted(s for s in row["service_ids"] if s), default_rps) for row in rows]
+    return [_endpoint_record(row, sorted(s for s in row["service_ids"] if s), default_rps, stops) for row in rows]
 
 
-def _keys(keys: ApiKeyQuerySet, now: datetime) -> list[dict[str, Any]]:
+def _keys(keys: ApiKeyQuerySet, now: datetime, stops: Stops) -> list[dict[str, Any]]:
     rows = keys.values_list(*_KEY_FIELDS).order_by()
-    return [_key_record(row, now) for row in rows.iterator(chunk_size=5000)]
+    return [_key_record(row, now, stops) for row in rows.iterator(chunk_size=5000)]
 
 
 def _cursor_now() -> int:
@@ -201,8 +238,9 @@ def snapshot() -> dict[str, Any]:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor_id = _cursor_now()
-        endpoints = _endpoints(Q(deleted_at__isnull=True))
-        keys = _keys(ApiKey.objects.unrevoked(now), now)
+        stops = _stops()
+        endpoints = _endpoints(Q(deleted_at__isnull=True), stops)
+        keys = _keys(ApiKey.objects.unrevoked(now), now, stops)
     return {
         "version": FEED_VERSION,
         "cursor": str(cursor_id),
@@ -231,8 +269,9 @@ def changes(*, since: int, limit: int = DEFAULT_CHANGES_LIMIT) -> dict[str, Any]
     latest = latest[:limit]
     endpoint_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.ENDPOINT]
     key_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.KEY]
-    endpoints = {e["endpoint_id"]: e for e in _endpoints(Q(public_id__in=endpoint_ids))} if endpoint_ids else {}
-    keys = {k["key_id"]: k for k in _keys(ApiKey.objects.filter(key_id__in=key_ids), now)} if key_ids else {}
+    stops = _stops()
+    endpoints = {e["endpoint_id"]: e for e in _endpoints(Q(public_id__in=endpoint_ids), stops)} if endpoint_ids else {}
+    keys = {k["key_id"]: k for k in _keys(ApiKey.objects.filter(key_id__in=key_ids), now, stops)} if key_ids else {}
     entries = []
     for row in latest:
         object_id = row["object_id"]

@@ -186,6 +186,23 @@ class TeamSuspension(models.Model):
         return f"{self.team}: {self.reason}"
 
 
+class TrafficStop(models.Model):
+    """Traffic the gateway must refuse until it is lifted: a team's, an endpoint's or one key's. Set and lifted by the
+    apps above (a budget that stops traffic at 100 %), each stop under its own `source` so two never lift each other.
+    The feed reports it as status "suspended" with the stop's machine-readable reason (e.g. budget_exceeded)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="traffic_stops")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    reason = models.CharField(max_length=40, help_text="Machine-readable, as the feed says it: budget_exceeded.")
+    detail = models.CharField(max_length=200, help_text="For people: which budget, how to lift it.")
+    source = models.CharField(max_length=64, unique=True, help_text="Who set it, e.g. budget:12.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
 # A team billing never set a limit for, before any default is recorded: the Free plan's (billing's catalog seeds the
 # default row with its plan's value).
 DEFAULT_RATE_LIMIT_RPS = 25

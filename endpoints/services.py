@@ -30,6 +30,7 @@ from endpoints.models import (
     Service,
     ServiceStatus,
     TeamSuspension,
+    TrafficStop,
 )
 from endpoints.selectors import known_methods, plan_rate_limit
 from project.errors import ServiceError
@@ -539,6 +540,57 @@ def team_unsuspend(*, team: Team) -> None:
     audit_record(action="team.unsuspended", team=team)
     endpoints = list(Endpoint.objects.filter(team=team).live())
     config_change_record(endpoints=endpoints, keys=_keys_that_matter(endpoints))
+
+
+def _stopped_by(team: Team, endpoint: Endpoint | None, key: ApiKey | None) -> tuple[list[Endpoint], list[ApiKey]]:
+    """What a stop of this scope changes in the feed: the key; the endpoint and its keys; or all the team's."""
+    if key is not None:
+        return [], [key]
+    endpoints = [endpoint] if endpoint is not None else list(Endpoint.objects.filter(team=team).live())
+    return endpoints, _keys_that_matter(endpoints)
+
+
+@transaction.atomic
+def traffic_stop(
+    *, team: Team, reason: str, detail: str, source: str, endpoint: Endpoint | None = None, key: ApiKey | None = None
+) -> bool:
+    """Make the gateway refuse the team's, the endpoint's or the key's traffic (status "suspended", this reason) until
+    traffic_resume(source). Idempotent per source; True when it was not stopped before."""
+    _stop, created = TrafficStop.objects.get_or_create(
+        source=source,
+        defaults={"team": team, "endpoint": endpoint, "key": key, "reason": reason, "detail": detail[:200]},
+    )
+    if created:
+        audit_record(
+            action="traffic.stopped",
+            team=team,
+            target=key or endpoint or team,
+            after={"reason": reason, "detail": detail, "source": source},
+            actor_email="gatehouse",
+        )
+        endpoints, keys = _stopped_by(team, endpoint, key)
+        config_change_record(endpoints=endpoints, keys=keys)
+    return created
+
+
+@transaction.atomic
+def traffic_resume(*, source: str) -> bool:
+    """Lift the stop `source` set (nothing to do if there is none). True when it lifted one."""
+    stops = TrafficStop.objects.select_for_update(of=("self",)).select_related("team", "endpoint", "key")
+    stop = stops.filter(source=source).first()
+    if stop is None:
+        return False
+    stop.delete()
+    audit_record(
+        action="traffic.resumed",
+        team=stop.team,
+        target=stop.key or stop.endpoint or stop.team,
+        before={"reason": stop.reason, "detail": stop.detail, "source": source},
+        actor_email="gatehouse",
+    )
+    endpoints, keys = _stopped_by(stop.team, stop.endpoint, stop.key)
+    config_change_record(endpoints=endpoints, keys=keys)
+    return True
 
 
 def team_gateway_config_delete(*, team: Team) -> None:

@@ -57,9 +57,11 @@ INSTALLED_APPS = [
     "allauth.mfa",
     "project",
     "accounts",
+    "webhooks",
     "endpoints",
     "analytics",
     "billing",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -96,6 +98,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "project.context_processors.site",
                 "accounts.context_processors.teams",
+                "alerts.context_processors.traffic_stops",
             ],
         },
     },
@@ -175,6 +178,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "billing-report-usage": {"task": "billing.tasks.report_usage", "schedule": crontab(minute="*/5")},
     "billing-reconcile": {"task": "billing.tasks.reconcile", "schedule": crontab(hour=3, minute=30)},
     "billing-sweep-events": {"task": "billing.tasks.sweep_events", "schedule": 300.0},
+    # Budgets that stopped traffic: a new period lifts them (no traffic reaches a stopped scope to trigger it).
+    "budgets-sweep": {"task": "alerts.tasks.budgets_sweep", "schedule": 5.0},
+    # Outgoing webhooks whose retry is due but whose queued task never ran (lost, or the broker restarted).
+    "webhooks-deliver-due": {"task": "webhooks.tasks.deliver_due", "schedule": 60.0},
 }
 
 # --- authentication ---------------------------------------------------------
@@ -337,6 +344,9 @@ MINUTE_ROLLUP_RETENTION_DAYS = env_int("MINUTE_ROLLUP_RETENTION_DAYS", 7, minimu
 HOUR_ROLLUP_RETENTION_DAYS = env_int("HOUR_ROLLUP_RETENTION_DAYS", 400, minimum=30)
 # Aggregation falling further behind than this is reported as lagging (ingestion keeps accepting).
 AGGREGATION_LAG_WARNING_SECONDS = env_int("AGGREGATION_LAG_WARNING_SECONDS", 60, minimum=1)
+# Outgoing requests to user-chosen URLs (webhooks) never reach private, loopback or metadata addresses; this lets
+# loopback (and plain http) through, for a receiver on a developer's machine and for tests. Never in production.
+OUTGOING_ALLOW_LOOPBACK = env_bool("OUTGOING_ALLOW_LOOPBACK", False)
 # Bearer token for Prometheus to scrape /metrics; staff sessions may read it too. Empty: staff only.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import coverage
 
-APPS = ("project", "accounts", "endpoints", "analytics", "billing")
+APPS = ("project", "accounts", "webhooks", "endpoints", "analytics", "billing", "alerts")
 
 
 def main() -> int:

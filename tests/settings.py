@@ -45,3 +45,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 # Nothing is collected in tests; the live server serves static files through the finders.
 STATIC_ROOT = None
+OUTGOING_ALLOW_LOOPBACK = True  # webhook tests deliver to receivers on 127.0.0.1 (the SSRF tests turn it off)

@@ -237,6 +237,9 @@ def test_a_gateway_credential_sees_nothing_of_teams(usage, team_a):
         "batch_id": 1,
         "relay_id": "r",
         "invoice_id": 1,
+        "budget_id": 1,
+        "webhook_id": 1,
+        "delivery_id": 1,
     }
     for route in TEAM_ROUTES:
         for method in route.actions:

@@ -351,6 +351,8 @@ def test_the_feed_publishes_every_field_the_gateway_enforces():
             read.add(field)
             return super().__getitem__(field)
 
-    record = feed_module._endpoint_record(Row.fromkeys(feed_module._ENDPOINT_FIELDS), ["base"], 25)
+    record = feed_module._endpoint_record(
+        Row.fromkeys(feed_module._ENDPOINT_FIELDS), ["base"], 25, feed_module.Stops({}, {}, {})
+    )
     assert set(ENFORCED_FIELDS) <= read
     assert list(record["allowlists"]) == ["origins", "user_agents", "ips", "contracts", "methods"]

@@ -65,6 +65,8 @@ def team_pages(demo: Demo) -> list[str]:
         f"{team}members/",
         f"{team}tokens/",
         f"{team}audit/",
+        f"{team}budgets/",
+        f"{team}webhooks/",
         f"{team}settings/",
         f"{team}settings/delete",
         f"{team}billing/",
