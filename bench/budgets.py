@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ingest  # bench/ingest.py: stores, seeding, the running stack
+from faults import calibrate  # bench/faults.py: the calibration unit
 
 ingest.BENCH_DB = "gatehouse_bench_budgets"
 CALL_UNITS = 26  # an eth_call success, in billable units
@@ -188,6 +189,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    print(f"cu {calibrate():.1f} ms (best of 5 × sum(range(10**6)) in a fresh process)")
     stores = ingest.setup_stores()
     try:
         keys, secret = ingest.seed(teams=max(1, args.crossings // 4 + 1), endpoints_per_team=2, keys_per_endpoint=2)
