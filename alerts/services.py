@@ -55,7 +55,7 @@ def period_of(period: str, at: datetime) -> tuple[datetime, datetime]:
     return rating.period_of(at)
 
 
-def _validated(team: Team, fields: dict[str, Any]) -> dict[str, Any]:
+def _validated(fields: dict[str, Any]) -> dict[str, Any]:
     errors: dict[str, str] = {}
     name = str(fields.get("name") or "").strip()
     if not name:
@@ -121,7 +121,7 @@ def budget_create(
     **fields: Any,
 ) -> Budget:
     """A new budget; thresholds already crossed this period fire at once (once each)."""
-    values = _validated(team, {**fields, "scope": scope}) | _target(team, scope, endpoint, key)
+    values = _validated({**fields, "scope": scope}) | _target(team, scope, endpoint, key)
     budget = Budget.objects.create(team=team, scope=scope, created_by=actor, **values)
     audit_record(action="budget.created", actor=actor, team=team, target=budget, after=_snapshot(budget))
     budgets_evaluate(budgets=[budget])
@@ -138,7 +138,7 @@ def budget_update(*, budget: Budget, actor: User | None, **changes: Any) -> Budg
         raise ValueError(f"not editable: {sorted(unknown)}")
     budget = Budget.objects.select_for_update().get(pk=budget.pk)
     before = _snapshot(budget)
-    values = _validated(budget.team, {**before, **changes, "scope": budget.scope})
+    values = _validated({**before, **changes, "scope": budget.scope})
     for name, value in values.items():
         setattr(budget, name, value)
     budget.save()
