@@ -48,6 +48,8 @@ ACTIONS: dict[str, frozenset[Role]] = {
     "billing.manage": frozenset({OWNER, ADMIN}),  # change plan
     "budgets.view": EVERYONE,
     "budgets.manage": frozenset({OWNER, ADMIN, FINANCE}),
+    "alerts.view": EVERYONE,
+    "alerts.manage": frozenset({OWNER, ADMIN, DEVELOPER}),  # health is the engineers' business
     "webhooks.view": frozenset({OWNER, ADMIN, DEVELOPER, FINANCE}),  # URLs and the delivery log; secrets shown once
     "webhooks.manage": frozenset({OWNER, ADMIN}),
 }
@@ -77,6 +79,8 @@ ACTION_LABELS: dict[str, str] = {
     "billing.manage": "Change the plan",
     "budgets.view": "See budgets, what they have used and their alerts",
     "budgets.manage": "Set budgets and alerts",
+    "alerts.view": "See health alert rules, their state and history",
+    "alerts.manage": "Set health alert rules (error rate, latency)",
     "webhooks.view": "See webhooks and their delivery log",
     "webhooks.manage": "Add, change and delete webhooks; resend and test",
 }

@@ -7,8 +7,8 @@ from typing import Any, cast
 
 from django import forms
 
-from accounts.models import Team
-from alerts.models import DEFAULT_THRESHOLDS, Budget
+from accounts.models import Role, Team, User
+from alerts.models import DEFAULT_THRESHOLDS, Budget, default_recipient_roles
 from alerts.services import BudgetError
 from endpoints.models import ApiKey, Endpoint
 
@@ -17,14 +17,38 @@ def _thresholds(text: str) -> list[str]:
     return [part.strip().rstrip("%") for part in text.replace(";", ",").split(",") if part.strip()]
 
 
+class MemberChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return obj.email
+
+
 class BudgetFieldsMixin(forms.Form):
     name = forms.CharField(max_length=80)
-    amount = forms.DecimalField(label="Amount (billable units)", min_value=0, max_digits=20, decimal_places=2)
+    amount = forms.DecimalField(
+        label="Amount", min_value=0, max_digits=20, decimal_places=2,
+        help_text="Billable units, or US dollars of usage charges.",
+    )  # fmt: skip
     thresholds = forms.CharField(
         initial=", ".join(str(t) for t in DEFAULT_THRESHOLDS),
         help_text="Percentages of the amount that alert, e.g. 50, 80, 100. Each fires once per period.",
     )
     action = forms.ChoiceField(choices=Budget.Action.choices, label="At 100 %")
+    forecast = forms.BooleanField(
+        required=False, label="Forecast alert",
+        help_text="Alert once a period when this period's pace would use the amount up before it ends.",
+    )  # fmt: skip
+    notify_roles = forms.MultipleChoiceField(
+        choices=Role.choices, required=False, widget=forms.CheckboxSelectMultiple, label="Email these roles",
+        initial=default_recipient_roles,
+    )  # fmt: skip
+    notify_members = MemberChoiceField(
+        queryset=User.objects.none(), required=False, label="…and these members", help_text="Ctrl/⌘-click for several."
+    )
+
+    def __init__(self, *args: Any, team: Team, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        members = cast(MemberChoiceField, self.fields["notify_members"])
+        members.queryset = User.objects.filter(memberships__team=team).order_by("email")
 
     def add_budget_error(self, error: BudgetError) -> None:
         for field, message in error.errors.items():
@@ -33,7 +57,8 @@ class BudgetFieldsMixin(forms.Form):
     def budget_fields(self) -> dict[str, Any]:
         data = self.cleaned_data
         return {"name": data["name"], "amount": data["amount"], "thresholds": _thresholds(data["thresholds"]),
-                "action": data["action"]}  # fmt: skip
+                "action": data["action"], "forecast": data["forecast"], "notify_roles": data["notify_roles"],
+                "notify_members": list(data["notify_members"])}  # fmt: skip
 
 
 class KeyChoiceField(forms.ModelChoiceField):
@@ -45,12 +70,16 @@ class BudgetCreateForm(BudgetFieldsMixin):
     scope = forms.ChoiceField(choices=Budget.Scope.choices)
     endpoint = forms.ModelChoiceField(queryset=Endpoint.objects.none(), required=False, empty_label="—")
     key = KeyChoiceField(queryset=ApiKey.objects.none(), required=False, empty_label="—")
+    measure = forms.ChoiceField(
+        choices=Budget.Measure.choices, required=False, initial=Budget.Measure.UNITS,
+        help_text="Usage charges: rated at your plan's prices.",
+    )  # fmt: skip
     period = forms.ChoiceField(choices=Budget.Period.choices, help_text="Daily budgets are for keys.")
 
-    field_order = ["name", "scope", "endpoint", "key", "period", "amount", "thresholds", "action"]
+    field_order = ["name", "scope", "endpoint", "key", "measure", "period", "amount", "thresholds", "action"]
 
     def __init__(self, *args: Any, team: Team, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, team=team, **kwargs)
         endpoint_field = cast(forms.ModelChoiceField, self.fields["endpoint"])
         key_field = cast(KeyChoiceField, self.fields["key"])
         endpoint_field.queryset = Endpoint.objects.filter(team=team).live().order_by("name")
@@ -60,6 +89,7 @@ class BudgetCreateForm(BudgetFieldsMixin):
         data = self.cleaned_data
         return super().budget_fields() | {
             "scope": data["scope"], "endpoint": data["endpoint"], "key": data["key"], "period": data["period"],
+            "measure": data["measure"],
         }  # fmt: skip
 
 

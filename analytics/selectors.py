@@ -528,3 +528,50 @@ def quarantine_summary(*, days: int = 7) -> QuarantineSummary:
         for row in rows
     ]  # fmt: skip
     return QuarantineSummary(total=sum(row["records"] for row in rows), by_reason=by_reason, since=since)
+
+
+# --- health: what alert rules read -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthFigures:
+    """A window's relays, its failures by who caused them, and its p95 latency (ms; None without relays)."""
+
+    relays: int
+    errors_user: int
+    errors: int  # upstream + gateway: the failures the success rate counts against the service
+    p95_ms: float | None
+
+    @property
+    def counted(self) -> int:
+        """The relays an error rate is over: the success rate's denominator (user errors leave it)."""
+        return self.relays - self.errors_user
+
+    @property
+    def error_rate(self) -> float | None:
+        """The share of counted relays that failed: 1 − success_rate, None when nothing counts."""
+        return self.errors / self.counted if self.counted > 0 else None
+
+
+def health_figures(
+    *,
+    team: Team,
+    start: datetime,
+    end: datetime,
+    endpoint_id: int | None = None,
+    service: str = "",
+    p95: bool = True,
+) -> HealthFigures:
+    """The team's relays, errors and p95 latency over [start, end) from the minute rollups and minute latency
+    histograms, optionally for one endpoint (pk) and/or one service id: what a health alert rule reads (one query,
+    two with p95)."""
+    filters = UsageFilter(endpoint_ids=(endpoint_id,) if endpoint_id else (), services=(service,) if service else ())
+    totals = usage_totals(
+        team=team, start=start, end=end, grain="minute", filters=filters, quantiles=(0.95,) if p95 else ()
+    )
+    return HealthFigures(
+        relays=totals.requests,
+        errors_user=totals.errors_user,
+        errors=totals.errors_upstream + totals.errors_gateway,
+        p95_ms=totals.percentiles.get(0.95),
+    )

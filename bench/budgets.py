@@ -1,12 +1,14 @@
-"""Budgets benchmark: how fast a crossing reaches the config feed, and what 10,000 budgets add to aggregation.
+"""Budgets benchmark: how fast a crossing reaches the config feed, and what 10,000 budgets and health rules add to
+aggregation.
 
 1. Crossing → feed, on the real stack (gunicorn, one Celery worker, beat, default aggregation pacing; bench/ingest.py's
    machinery, on a database of its own: gatehouse_bench_budgets). Each of --crossings keys has a stop-traffic budget
    of 10 eth_calls; one POST of 11 pushes it over. The clock starts when the gateway API acknowledges that batch (202)
    and stops when `GET /api/gateway/v1/config?since=<cursor>` (polled every 50 ms, as a gateway would poll) shows the
    key suspended with status_reason budget_exceeded. p50 / p95 over the crossings.
-2. Added aggregation time, in-process: the same batches aggregated with no budget and with 10,000 budgets (on keys of
-   1,000 other teams, plus one on each touched key's team), median of the runs.
+2. Added aggregation time, in-process: the same batches aggregated with no budget and with 10,000 budgets and 10,000
+   health rules (on keys and endpoints of 1,000 other teams, plus on each touched key's team a units budget with a
+   forecast, a money budget and an error-rate rule), median of the runs.
 
     .venv/bin/python bench/budgets.py [--crossings 24 --budgets 10000]
 
@@ -134,9 +136,10 @@ def crossing_latencies(
 
 
 def seed_budgets(count: int) -> int:
-    """`count` budgets on keys of teams the load never touches (bulk rows: the evaluation only reads them)."""
+    """`count` budgets on keys, and as many health rules on endpoints, of teams the load never touches (bulk rows:
+    the evaluation only reads them)."""
     from accounts.models import Team
-    from alerts.models import Budget
+    from alerts.models import AlertRule, Budget
     from endpoints.models import ApiKey, Endpoint
 
     teams = Team.objects.bulk_create(Team(name=f"Quiet {n}", slug=f"quiet-{n}") for n in range(count // 10))
@@ -158,6 +161,11 @@ def seed_budgets(count: int) -> int:
     budgets = Budget.objects.bulk_create(
         Budget(team_id=key.team_id, scope="key", key=key, endpoint=key.endpoint, name="quiet", amount=1000)
         for key in keys[:count]
+    )
+    AlertRule.objects.bulk_create(
+        AlertRule(team=endpoint.team, endpoint=endpoint, name=f"quiet {n}", metric="error_rate", threshold=5)
+        for endpoint in endpoints
+        for n in range(10)
     )
     return len(budgets)
 
@@ -198,13 +206,16 @@ def run(args: argparse.Namespace) -> int:
 
         # What budgets add to aggregation: the team-scope budgets of the touched teams, then 10,000 more elsewhere.
         from accounts.models import Team
+        from alerts.health import alert_rule_create
         from alerts.services import budget_create
 
         touched = keys[-4:]
         baseline = aggregation_seconds(touched, args.runs)
-        for team_id in {k.team_id for k in touched}:
-            budget_create(team=Team.objects.get(pk=team_id), actor=None, scope="team", name="whole team",
-                          amount=10**12)  # fmt: skip
+        for team_id in {k.team_id for k in touched}:  # a budget of each kind and a health rule on the touched teams
+            team = Team.objects.get(pk=team_id)
+            budget_create(team=team, actor=None, scope="team", name="whole team", amount=10**12, forecast=True)
+            budget_create(team=team, actor=None, scope="team", name="spend", measure="money", amount=10**9)
+            alert_rule_create(team=team, actor=None, name="errors", metric="error_rate", threshold=5)
         seeded = seed_budgets(args.budgets)
         loaded = aggregation_seconds(touched, args.runs)
     finally:
@@ -217,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
               f"suspended in ?since=, polled every {POLL_S * 1000:.0f} ms)")  # fmt: skip
     added = loaded - baseline
     print(f"aggregation run   {baseline * 1000:.1f} ms with no budget, {loaded * 1000:.1f} ms with {seeded:,} budgets "
+          f"and {seeded:,} health rules "
           f"(+{added * 1000:.1f} ms, {added / baseline:+.0%}; median of {args.runs} runs, "
           f"{len(touched)} keys touched)")  # fmt: skip
     for problem in problems:
@@ -225,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         (f"every crossing reaches the feed (p95 ≤ {TARGET_P95_S:.0f} s)", bool(latencies) and not problems
          and pct(latencies, 0.95) <= TARGET_P95_S),
         (f"≥ 20 crossings measured ({len(latencies)})", len(latencies) >= 20),
-        (f"{args.budgets:,} budgets add ≤ {TARGET_ADDED_SHARE:.0%} to an aggregation run",
+        (f"{args.budgets:,} budgets and health rules add ≤ {TARGET_ADDED_SHARE:.0%} to an aggregation run",
          added <= TARGET_ADDED_SHARE * baseline),
     ]  # fmt: skip
     for label, passed in targets:

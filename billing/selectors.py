@@ -74,6 +74,12 @@ def version_for(*, team: Team, plan: Plan, at: datetime) -> PlanVersion | None:
     return versions.order_by("team_id", "-effective_from").first()  # NULLS LAST: the team's own first
 
 
+def usage_prices_at(*, team: Team, at: datetime) -> rating.Prices:
+    """The usage prices (allowance and tiers; the fee is a line of its own) of the team's plan at `at`: what a budget
+    in money rates usage with."""
+    return _usage_prices(version_for(team=team, plan=plan_of(team=team), at=at))
+
+
 def plans_with_prices(*, team: Team, at: datetime) -> list[tuple[Plan, PlanVersion | None]]:
     """Every plan with the team's prices for it at `at` (the plans page)."""
     return [(plan, version_for(team=team, plan=plan, at=at)) for plan in Plan.objects.all()]

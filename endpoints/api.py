@@ -172,7 +172,10 @@ class KeyOutput(serializers.Serializer):
     replaced_by = serializers.CharField(source="replaced_by.key_id", allow_null=True, default=None)
 
     def get_status(self, key: ApiKey) -> str:
-        return selectors.key_effective_status(key, team_suspension=self.context.get("team_suspension")).status
+        context = self.context
+        return selectors.key_effective_status(
+            key, team_suspension=context.get("team_suspension"), stops=context.get("stops")
+        ).status
 
 
 class KeyWithSecretOutput(KeyOutput):
@@ -181,7 +184,8 @@ class KeyWithSecretOutput(KeyOutput):
 
 def _key_context(request: TeamAPIRequest) -> dict[str, Any]:
     """What KeyOutput needs to say a key's status: the team's suspension, read once for any number of keys."""
-    return {"team_suspension": selectors.team_suspension_reason(team=request.team)}
+    return {"team_suspension": selectors.team_suspension_reason(team=request.team),
+            "stops": selectors.team_stops(team=request.team)}  # fmt: skip
 
 
 def _key_output(request: TeamAPIRequest, key: ApiKey, secret: str | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from accounts.models import Team
 from endpoints.models import (
     ALLOWLIST_FIELDS,
     DEFAULT_RATE_LIMIT_RPS,
@@ -41,6 +42,11 @@ class CursorExpiredError(Exception):
 class Status:
     status: str
     reason: str | None = None
+
+    @property
+    def reason_text(self) -> str | None:
+        """The reason for people: a machine-readable one (budget_exceeded) in words (budget exceeded)."""
+        return self.reason.replace("_", " ") if self.reason and " " not in self.reason else self.reason
 
 
 def key_status(
@@ -127,17 +133,26 @@ class Stops:
     def of_key(self, team: str, endpoint_id: str, key_id: str) -> str | None:
         return self.of_endpoint(team, endpoint_id) or self.keys.get(key_id)
 
+    def of_key_in_team(self, endpoint_id: str, key_id: str) -> str | None:
+        """For the stops of one team (stops_of(team)): its own stop first, then the endpoint's, then the key's."""
+        return next(iter(self.teams.values()), None) or self.endpoints.get(endpoint_id) or self.keys.get(key_id)
 
-def _stops() -> Stops:
+
+def stops_of(team: Team | None = None) -> Stops:
+    """The traffic stops in force: every team's (the feed), or one team's (its pages)."""
     stops = Stops({}, {}, {})
-    rows = TrafficStop.objects.values_list("team__slug", "endpoint__public_id", "key__key_id", "reason").order_by("pk")
-    for team, endpoint_id, key_id, reason in rows:
+    rows = (
+        (TrafficStop.objects.filter(team=team) if team else TrafficStop.objects.all())
+        .values_list("team__slug", "endpoint__public_id", "key__key_id", "reason")
+        .order_by("pk")
+    )
+    for slug, endpoint_id, key_id, reason in rows:
         if key_id:
             stops.keys.setdefault(key_id, reason)
         elif endpoint_id:
             stops.endpoints.setdefault(endpoint_id, reason)
         else:
-            stops.teams.setdefault(team, reason)
+            stops.teams.setdefault(slug, reason)
     return stops
 
 
@@ -238,7 +253,7 @@ def snapshot() -> dict[str, Any]:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor_id = _cursor_now()
-        stops = _stops()
+        stops = stops_of()
         endpoints = _endpoints(Q(deleted_at__isnull=True), stops)
         keys = _keys(ApiKey.objects.unrevoked(now), now, stops)
     return {
@@ -269,7 +284,7 @@ def changes(*, since: int, limit: int = DEFAULT_CHANGES_LIMIT) -> dict[str, Any]
     latest = latest[:limit]
     endpoint_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.ENDPOINT]
     key_ids = [row["object_id"] for row in latest if row["kind"] == ConfigChange.Kind.KEY]
-    stops = _stops()
+    stops = stops_of()
     endpoints = {e["endpoint_id"]: e for e in _endpoints(Q(public_id__in=endpoint_ids), stops)} if endpoint_ids else {}
     keys = {k["key_id"]: k for k in _keys(ApiKey.objects.filter(key_id__in=key_ids), now, stops)} if key_ids else {}
     entries = []

@@ -177,6 +177,13 @@ class KeyCreateForm(ServiceErrorMixin, forms.Form):
         return None if value == "never" else timezone.now() + timedelta(days=int(value))
 
 
+class KeyCapForm(ServiceErrorMixin, forms.Form):
+    daily_unit_cap = forms.IntegerField(
+        required=False, min_value=1, label="Daily unit cap",
+        help_text="Empty: no cap. Gatehouse stops the key when its ledger reaches the cap, until 00:00 UTC.",
+    )  # fmt: skip
+
+
 OVERLAP_LABELS = {"none": "None — stop the old key now", "1h": "1 hour", "24h": "24 hours", "7d": "7 days"}
 
 

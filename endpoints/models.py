@@ -156,6 +156,8 @@ class ApiKey(models.Model):
     valid_until = models.DateTimeField(null=True, blank=True)
     replaced_by = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # The expires_at that key.expiring was sent for: a changed expiry no longer matches, so it is warned about again.
+    expiry_warned_for = models.DateTimeField(null=True, blank=True)
 
     objects = ApiKeyQuerySet.as_manager()
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 from accounts.models import Team
 from endpoints import keys as key_format
 from endpoints.catalog import KNOWN_METHODS
-from endpoints.feed import Status, key_status
+from endpoints.feed import Status, Stops, key_status, stops_of
 from endpoints.models import (
     DEFAULT_RATE_LIMIT_RPS,
     ApiKey,
@@ -78,9 +78,11 @@ def key_by_secret(*, team: Team, secret: str) -> ApiKey | None:
     )
 
 
-def key_effective_status(key: ApiKey, *, team_suspension: str | None) -> Status:
-    """The status the gateway applies to this key now (the config feed's rules); no query."""
+def key_effective_status(key: ApiKey, *, team_suspension: str | None, stops: Stops | None = None) -> Status:
+    """The status the gateway applies to this key now (the config feed's rules, with the stops of its team read by
+    `team_stops`: a budget's or a cap's); no query."""
     endpoint = key.endpoint
+    stop = stops.of_key_in_team(endpoint.public_id, key.key_id) if stops else None
     return key_status(
         revoked_at=key.revoked_at,
         valid_until=key.valid_until,
@@ -90,6 +92,7 @@ def key_effective_status(key: ApiKey, *, team_suspension: str | None) -> Status:
         endpoint_reason=endpoint.suspended_reason,
         team_suspension=team_suspension,
         now=timezone.now(),
+        stop=stop,
     )
 
 
@@ -97,6 +100,11 @@ def plan_rate_limit(*, team: Team) -> int:
     """The most requests per second the team's plan allows an endpoint (and its limit when the endpoint sets none)."""
     limits = PlanLimit.objects.filter(Q(team=team) | Q(team__isnull=True)).order_by(F("team").asc(nulls_last=True))
     return limits.values_list("rate_limit_rps", flat=True).first() or DEFAULT_RATE_LIMIT_RPS
+
+
+def team_stops(*, team: Team) -> Stops:
+    """The team's traffic stops in force (a budget's, a cap's), for key_effective_status."""
+    return stops_of(team)
 
 
 def team_suspension_reason(*, team: Team) -> str | None:

@@ -33,8 +33,11 @@ from endpoints.models import (
     TrafficStop,
 )
 from endpoints.selectors import known_methods, plan_rate_limit
+from endpoints.signals import caps_changed
 from project.errors import ServiceError
 from project.secrets import prefixed_secret, sha256_hex
+from webhooks.models import KEY_EXPIRING
+from webhooks.services import event_emit
 
 # Any 64-bit number, shared by every writer of the change log.
 CONFIG_FEED_LOCK = 0x67617465_66656564  # "gatefeed"
@@ -264,6 +267,8 @@ def endpoint_update(
     )
     if set(audit_after) & {*ENFORCED_FIELDS, "services"}:
         config_change_record(endpoints=[endpoint], keys=_keys_that_matter([endpoint]))
+    if set(audit_after) & {"name", "monthly_unit_cap"}:  # the cap's budget is named after the endpoint
+        caps_changed.send(sender=Endpoint, keys=[], endpoints=[endpoint], actor=actor)
     return endpoint
 
 
@@ -412,6 +417,8 @@ def api_key_create(
             },
         )
         config_change_record(keys=[key])
+        if daily_unit_cap is not None:
+            caps_changed.send(sender=ApiKey, keys=[key], endpoints=[], actor=actor)
     return key, secret
 
 
@@ -441,6 +448,8 @@ def api_key_update(*, key: ApiKey, actor: User, **changes: Any) -> ApiKey:
     )
     if set(after) - {"name"}:
         config_change_record(keys=[key])
+    if set(after) & {"name", "daily_unit_cap"}:  # the cap's budget is named after the key
+        caps_changed.send(sender=ApiKey, keys=[key], endpoints=[], actor=actor)
     return key
 
 
@@ -484,6 +493,8 @@ def api_key_rotate(*, key: ApiKey, overlap: str, actor: User) -> tuple[ApiKey, s
             },
         )
         config_change_record(keys=[old, new])
+        if new.daily_unit_cap is not None:
+            caps_changed.send(sender=ApiKey, keys=[new], endpoints=[], actor=actor)
     return new, secret
 
 
@@ -497,6 +508,8 @@ def api_key_revoke(*, key: ApiKey, actor: User | None) -> ApiKey:
     key.save(update_fields=["revoked_at"])
     audit_record(action="key.revoked", actor=actor, team=key.team, target=key)
     config_change_record(keys=[key])
+    if key.daily_unit_cap is not None:
+        caps_changed.send(sender=ApiKey, keys=[key], endpoints=[], actor=actor)
     return key
 
 
@@ -646,3 +659,55 @@ def gateway_credential_revoke(*, credential: GatewayCredential, actor: User | No
     )
     if updated:
         audit_record(action="gateway_credential.revoked", actor=actor, target=credential)
+
+
+# --- expiry warnings -----------------------------------------------------------------------
+
+KEY_EXPIRY_WARNING = timedelta(days=7)
+
+
+def _expiring_in(left: timedelta) -> str:
+    days = left.days
+    return "within a day" if days < 1 else "in 1 day" if days == 1 else f"in {days} days"
+
+
+def keys_warn_expiring(*, now: datetime | None = None) -> int:
+    """Emit `key.expiring` for each working key whose expiry is within KEY_EXPIRY_WARNING, once per expires_at value
+    (a changed expiry is warned about again). A key in a rotation overlap that ends first is skipped: it stops anyway.
+    Returns how many were emitted."""
+    now = now or timezone.now()
+    due = (
+        ApiKey.objects.usable(now)
+        .filter(expires_at__lte=now + KEY_EXPIRY_WARNING)
+        .filter(models.Q(valid_until__isnull=True) | models.Q(valid_until__gt=models.F("expires_at")))
+        .exclude(expiry_warned_for=models.F("expires_at"))
+        .select_related("team", "endpoint")
+        .order_by("expires_at", "pk")
+    )
+    emitted = 0
+    for key in due:
+        assert key.expires_at is not None  # usable() with expires_at__lte
+        with transaction.atomic():
+            # The claim: a concurrent sweep's UPDATE waits for this row, then finds it warned and updates nothing.
+            claimed = (
+                ApiKey.objects.filter(pk=key.pk, expires_at=key.expires_at, revoked_at__isnull=True)
+                .exclude(expiry_warned_for=models.F("expires_at"))
+                .update(expiry_warned_for=models.F("expires_at"))
+            )
+            if not claimed:
+                continue
+            left = key.expires_at - now
+            summary = (
+                f"API key {key.name} ({key.key_id}) of endpoint {key.endpoint.name} expires {_expiring_in(left)}, "
+                f"at {key.expires_at:%Y-%m-%d %H:%M} UTC: rotate it or change its expiry to keep it working."
+            )
+            payload = {
+                "key": {"id": key.key_id, "name": key.name},
+                "endpoint": {"id": key.endpoint.public_id, "name": key.endpoint.name},
+                "expires_at": key.expires_at.isoformat(),
+                "days_left": left.days,
+                "summary": summary,
+            }
+            event_emit(team=key.team, type=KEY_EXPIRING, payload=payload)
+        emitted += 1
+    return emitted

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 
+from endpoints import services
 from endpoints.models import ConfigChange, ConfigFeedHorizon
 
 CHANGE_LOG_RETENTION = timedelta(days=7)
@@ -26,3 +27,9 @@ def prune_config_changes() -> int:
         horizon.save(update_fields=["pruned_through_id"])
         deleted, _ = ConfigChange.objects.filter(id__lte=newest_old).delete()
     return deleted
+
+
+@shared_task(ignore_result=True)
+def warn_expiring_keys() -> int:
+    """Emit key.expiring for keys that expire within a week (every 15 minutes by beat; each expiry once)."""
+    return services.keys_warn_expiring()

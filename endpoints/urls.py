@@ -16,4 +16,5 @@ urlpatterns = [
     path(endpoint + "delete", views.endpoint_delete, name="endpoint_delete"),
     path(team + "keys/<str:key_id>/rotate", views.key_rotate, name="key_rotate"),
     path(team + "keys/<str:key_id>/revoke", views.key_revoke, name="key_revoke"),
+    path(team + "keys/<str:key_id>/cap", views.key_cap, name="key_cap"),
 ]

@@ -19,6 +19,7 @@ from endpoints.forms import (
     EndpointCreateForm,
     EndpointSecurityForm,
     EndpointSettingsForm,
+    KeyCapForm,
     KeyCreateForm,
     KeyRotateForm,
 )
@@ -82,7 +83,8 @@ def endpoint_create(request: TeamRequest) -> HttpResponse:
 
 
 def _base_context(request: TeamRequest, endpoint: Endpoint, tab: str) -> dict[str, Any]:
-    return {"endpoint": endpoint, "tab": tab, "team_suspension": selectors.team_suspension_reason(team=request.team)}
+    return {"endpoint": endpoint, "tab": tab, "team_suspension": selectors.team_suspension_reason(team=request.team),
+            "stops": selectors.team_stops(team=request.team)}  # fmt: skip
 
 
 @team_view(GET="endpoints.view")
@@ -111,7 +113,11 @@ def _keys_context(request: TeamRequest, endpoint: Endpoint, **extra: Any) -> dic
     base = _base_context(request, endpoint, "keys")
     keys = selectors.key_list(team=request.team, endpoint=endpoint)
     rows = [
-        {"key": k, "status": selectors.key_effective_status(k, team_suspension=base["team_suspension"])} for k in keys
+        {
+            "key": k,
+            "status": selectors.key_effective_status(k, team_suspension=base["team_suspension"], stops=base["stops"]),
+        }
+        for k in keys
     ]
     return {
         **base,
@@ -174,6 +180,24 @@ def key_rotate(request: TeamRequest, key_id: str) -> HttpResponse:
     key.refresh_from_db()  # now with the end of its overlap
     context = _keys_context(request, key.endpoint, created_key=new_key, created_secret=secret, rotated_from=key)
     return _secret_response(_render_tab(request, "endpoints/endpoint_keys.html", context, status=201))
+
+
+@team_view(POST="keys.manage")
+def key_cap(request: TeamRequest, key_id: str) -> HttpResponse:
+    """Set, change or remove a key's daily unit cap (a budget that stops the key: see the Budgets page)."""
+    key = _key_or_404(request, key_id)
+    form = KeyCapForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"{key.name}: " + " ".join(str(error) for error in form.errors["daily_unit_cap"]))
+        return _render_tab(request, "endpoints/endpoint_keys.html", _keys_context(request, key.endpoint), status=400)
+    cap = form.cleaned_data["daily_unit_cap"]
+    try:
+        services.api_key_update(key=key, actor=request.user, daily_unit_cap=cap)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"{key.name}: " + (f"daily cap {cap:,} units." if cap else "no daily cap."))
+    return redirect(_endpoint_url(key.endpoint, "endpoint_keys"))
 
 
 @team_view(POST="keys.manage")

@@ -1,6 +1,6 @@
 """The embedded development stack and the process supervisor behind `make run`.
 
-    python -m project.devstack run              # make run: servers, migrate, seed, web + worker + beat
+    python -m project.devstack run              # make run: servers, migrate, seed, web + worker + beat (+ demo)
     python -m project.devstack exec -- CMD...   # make manage: CMD against the same database and broker
 
 When DATABASE_URL / REDIS_URL are unset, PostgreSQL comes from the
@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +33,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("GATEHOUSE_DATA_DIR", BASE_DIR / ".data"))
 STACK_FILE = DATA_DIR / "stack.env"
 DATABASE_NAME = "gatehouse"
+BACKFILL_MARKER = DATA_DIR / "simulator-backfilled"
+WEBHOOK_SECRET_FILE = DATA_DIR / "webhook-sink-secret"
 
 
 # --- finding and starting servers -------------------------------------------------
@@ -41,6 +44,20 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True
     return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def webhook_sink_port(env: Mapping[str, str]) -> int:
+    """The demo webhook receiver's port: WEBHOOK_SINK_PORT if set, else the one after the web server's, else any."""
+    if env.get("WEBHOOK_SINK_PORT"):
+        return int(env["WEBHOOK_SINK_PORT"])
+    beside = int(env["PORT"]) + 1
+    return free_port() if port_open("127.0.0.1", beside) else beside
 
 
 def local_postgres_url() -> str | None:
@@ -211,19 +228,32 @@ class Supervisor:
         self.env = env
         self.children: list[Child] = []
         self.stopping = False
+        # spawn (from a thread too) against stop_all: once stopping has begun, nothing new starts.
+        self._lock = threading.Lock()
+        self._closed = False
 
-    def spawn(self, name: str, argv: list[str], *, essential: bool = True) -> None:
+    def spawn(self, name: str, argv: list[str], *, essential: bool = True, die_with_parent: bool = True) -> None:
         # A session of its own: Ctrl-C reaches only us, and we stop each group in order.
-        process = subprocess.Popen(
-            argv, env=self.env, cwd=BASE_DIR, start_new_session=True, preexec_fn=_die_with_parent
-        )
-        self.children.append(Child(name, argv, process, essential=essential))
+        # die_with_parent=False from a thread: a preexec_fn is unsafe once threads run.
+        with self._lock:
+            if self._closed:
+                return
+            process = subprocess.Popen(
+                argv,
+                env=self.env,
+                cwd=BASE_DIR,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
+            )
+            self.children.append(Child(name, argv, process, essential=essential))
 
     def stop_all(self, timeout: float = 15.0) -> None:
-        for child in reversed(self.children):
-            if child.process and child.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGTERM)
+        with self._lock:
+            self._closed = True
+            for child in reversed(self.children):
+                if child.process and child.process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(child.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for child in self.children:
             if child.process is None:
@@ -244,10 +274,27 @@ class Supervisor:
                     if child.essential:
                         say(f"[gatehouse] {child.name} exited with {child.process.returncode}; stopping")
                         return 1
-                    say(f"[gatehouse] {child.name} exited with {child.process.returncode}; the rest keeps running")
+                    if child.process.returncode == 0:
+                        say(f"[gatehouse] {child.name} finished")
+                    else:
+                        say(f"[gatehouse] {child.name} exited with {child.process.returncode}; the rest keeps running")
                     child.reported = True
             time.sleep(0.5)
         return 0
+
+
+def after_backfill(supervisor: Supervisor, name: str, argv: list[str], marker: Path = BACKFILL_MARKER) -> None:
+    """Once the simulator's first backfill is in (its marker file appears), run argv once, as a supervised child;
+    watched from a thread, so nothing waits for it."""
+
+    def watch() -> None:
+        while not supervisor.stopping:
+            if marker.exists():
+                supervisor.spawn(name, argv, essential=False, die_with_parent=False)
+                return
+            time.sleep(1)
+
+    threading.Thread(target=watch, name=f"after-backfill-{name}", daemon=True).start()
 
 
 def wait_until_serving(url: str, give_up: Callable[[], bool], timeout: float = 60.0) -> bool:
@@ -286,12 +333,14 @@ def _stop_on_signals(supervisor: Supervisor | None = None) -> Iterator[None]:
 
 
 def run_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment `make run` gives every process: the demo runs on plain http, and links in emails (invitations,
-    dunning: built from SITE_URL, also by the Celery worker) point at the port the web server really listens on."""
+    """The environment `make run` gives every process: the demo runs on plain http, links in emails (invitations,
+    dunning: built from SITE_URL, also by the Celery worker) point at the port the web server really listens on, and
+    webhooks may go to a receiver on this machine (the demo's, or one a developer is writing)."""
     env = dict(environ)
     env.setdefault("DEBUG", "1")
     env.setdefault("PORT", "8000")
     env.setdefault("SITE_URL", f"http://127.0.0.1:{env['PORT']}")
+    env.setdefault("OUTGOING_ALLOW_LOOPBACK", "1")
     return env
 
 
@@ -308,13 +357,27 @@ def command_run(args: argparse.Namespace) -> int:
     env.update(started)
     write_stack_file({k: env[k] for k in ("DATABASE_URL", "REDIS_URL")})
     supervisor = Supervisor(env)
+    demo = env["DEBUG"].strip().lower() in ("1", "true", "yes", "on")
+    sink_url = ""
+    seed = [python, "manage.py", "seed_demo"]
     status = 0
     try:
         with _stop_on_signals():
+            if demo:
+                # Before the seed: the events it emits (a budget's thresholds) are delivered once the worker runs.
+                sink_port = webhook_sink_port(env)
+                sink_url = f"http://127.0.0.1:{sink_port}/gatehouse"
+                supervisor.spawn(
+                    "webhook receiver",
+                    [python, "-m", "project.webhook_sink", "--port", str(sink_port),
+                     "--secret-file", str(WEBHOOK_SECRET_FILE)],
+                    essential=False,
+                )  # fmt: skip
+                seed += ["--webhook-url", sink_url, "--webhook-secret-file", str(WEBHOOK_SECRET_FILE)]
             run_checked([python, "manage.py", "migrate", "--noinput"], env)
             run_checked([python, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], env)
-            if env["DEBUG"].strip().lower() in ("1", "true", "yes", "on"):
-                run_checked([python, "manage.py", "seed_demo"], env)
+            if demo:
+                run_checked(seed, env)
             else:
                 say("[gatehouse] DEBUG is off: no demo logins are created (seed_demo refuses to).")
         with _stop_on_signals(supervisor):
@@ -341,13 +404,19 @@ def command_run(args: argparse.Namespace) -> int:
                     [python, "manage.py", "simulate_relays", "--url", f"http://127.0.0.1:{port}",
                      "--backfill-days", env.get("SIMULATE_BACKFILL_DAYS", "7"),
                      "--live-rate", env.get("SIMULATE_LIVE_RATE", "5"),
-                     "--once-marker", str(DATA_DIR / "simulator-backfilled")],
+                     "--once-marker", str(BACKFILL_MARKER)],
                     essential=False,
                 )  # fmt: skip
+                if demo and not BACKFILL_MARKER.exists():
+                    # The monthly budget is sized from the ledger, so it waits for the week of history.
+                    after_backfill(supervisor, "demo budget", [*seed, "--after-traffic"])
             database = (
                 f"embedded PostgreSQL in {DATA_DIR / 'postgres'}" if "DATABASE_URL" in started else "DATABASE_URL"
             )
             broker = f"embedded Redis in {DATA_DIR / 'redis'}" if "REDIS_URL" in started else "REDIS_URL"
+            webhooks = (
+                f"  Webhooks:         demo receiver on {sink_url} prints each verified event\n" if sink_url else ""
+            )
             say(
                 "\n"
                 f"  Gatehouse is up:  http://127.0.0.1:{port}/\n"
@@ -355,13 +424,14 @@ def command_run(args: argparse.Namespace) -> int:
                 f"  Database:         {database}\n"
                 f"  Redis:            {broker}\n"
                 f"  Traffic:          {'simulated gateway (SIMULATE=0 turns it off)' if simulate else 'none'}\n"
+                f"{webhooks}"
                 "  Stop everything with Ctrl-C.\n"
             )
             status = supervisor.wait()
     except KeyboardInterrupt:
         status = 130
     finally:
-        say("[gatehouse] stopping web, worker, beat and the simulator ...")
+        say("[gatehouse] stopping web, worker, beat, the simulator and the webhook receiver ...")
         supervisor.stop_all()
         STACK_FILE.unlink(missing_ok=True)
         servers.stop()

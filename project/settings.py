@@ -172,6 +172,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "compact-rollups": {"task": "analytics.tasks.compact_rollups", "schedule": 15.0},
     "usage-partitions": {"task": "analytics.tasks.maintain_partitions", "schedule": 3600.0},
     "prune-config-changes": {"task": "endpoints.tasks.prune_config_changes", "schedule": 3600.0},
+    # API keys that expire within a week: a key.expiring webhook event, once per expiry.
+    "warn-expiring-keys": {"task": "endpoints.tasks.warn_expiring_keys", "schedule": crontab(minute="*/15")},
     # Billing: overdue teams and used-up Free allowances suspend (and restore) keys; usage goes to Stripe's meter
     # hourly; our totals are checked against Stripe's nightly; webhook events stuck unprocessed are retried.
     "billing-enforce": {"task": "billing.tasks.enforce_all", "schedule": 60.0},
@@ -180,6 +182,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "billing-sweep-events": {"task": "billing.tasks.sweep_events", "schedule": 300.0},
     # Budgets that stopped traffic: a new period lifts them (no traffic reaches a stopped scope to trigger it).
     "budgets-sweep": {"task": "alerts.tasks.budgets_sweep", "schedule": 5.0},
+    # Health alert rules: resolve those whose window emptied (no traffic, so no aggregation run evaluates them).
+    "alert-rules-sweep": {"task": "alerts.tasks.alert_rules_sweep", "schedule": 30.0},
     # Outgoing webhooks whose retry is due but whose queued task never ran (lost, or the broker restarted).
     "webhooks-deliver-due": {"task": "webhooks.tasks.deliver_due", "schedule": 60.0},
 }
@@ -378,6 +382,7 @@ API_THROTTLE_RATES = {
 TEAM_MAX_ENDPOINTS = env_int("TEAM_MAX_ENDPOINTS", 200, minimum=1)
 TEAM_MAX_KEYS = env_int("TEAM_MAX_KEYS", 1000, minimum=1)
 TEAM_MAX_TOKENS = env_int("TEAM_MAX_TOKENS", 50, minimum=1)
+TEAM_MAX_BUDGETS = env_int("TEAM_MAX_BUDGETS", 200, minimum=1)  # set on the Budgets page (caps' budgets don't count)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gatehouse API",
     "DESCRIPTION": (

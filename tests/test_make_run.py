@@ -54,6 +54,7 @@ def test_make_run_serves_the_demo_and_ctrl_c_leaves_no_process(tmp_path):
         assert "gunicorn" in names
         assert "worker" in names
         assert "beat" in names
+        assert "project.webhook_sink" in names  # the demo's webhook receiver
         home = _sign_in(base)
         assert "Acme Web3" in home
         # `make manage` reaches the same (embedded) database while `make run` is up.

@@ -14,6 +14,7 @@ from django.utils import timezone
 from accounts.models import Membership, Role
 from accounts.permissions import ACTIONS, can, listed_as_non_team
 from accounts.services import invitation_create, management_token_create
+from alerts.health import alert_rule_create
 from alerts.services import budget_create
 from analytics.ingest import ingest
 from endpoints.services import api_key_create, endpoint_create, gateway_credential_create
@@ -101,12 +102,14 @@ def objects(team_a, owner_a, member_of):
     batch = ingest(gateway=gateway, idempotency_key="routes", body=json.dumps(record).encode())
     invoice = make_invoice(team_a)
     budget = budget_create(team=team_a, actor=owner_a, scope="team", name="Route target", amount=1000)
+    alert_rule = alert_rule_create(team=team_a, actor=owner_a, name="Route target", metric="error_rate", threshold=5)
     webhook, _secret = webhook_endpoint_create(
         team=team_a, url="http://127.0.0.1:9/hook", event_types=[], actor=owner_a
     )
     delivery = webhook_test_send(endpoint=webhook, actor=owner_a)
     return {
         "budget_id": budget.pk,
+        "alert_rule_id": alert_rule.pk,
         "webhook_id": webhook.pk,
         "delivery_id": delivery.pk,
         "invoice_id": invoice.pk,
@@ -227,15 +230,16 @@ SPEC_ALLOWED = {
         "team.view", "team.update", "team.leave", "members.view", "members.manage", "audit.view", "tokens.manage",
         "endpoints.view", "endpoints.manage", "keys.view", "keys.manage", "usage.view",
         "billing.view", "billing.payment_method", "billing.manage", "budgets.view", "budgets.manage", "webhooks.view",
-        "webhooks.manage",
+        "webhooks.manage", "alerts.view", "alerts.manage",
     },
     Role.DEVELOPER: {
         "team.view", "team.leave", "endpoints.view", "endpoints.manage", "keys.view", "keys.manage", "usage.view",
-        "budgets.view", "webhooks.view",
+        "budgets.view", "webhooks.view", "alerts.view", "alerts.manage",
     },
     Role.FINANCE: {"team.view", "team.leave", "usage.view", "billing.view", "billing.payment_method", "budgets.view",
-                   "budgets.manage", "webhooks.view"},
-    Role.VIEWER: {"team.view", "team.leave", "endpoints.view", "keys.view", "usage.view", "budgets.view"},
+                   "budgets.manage", "webhooks.view", "alerts.view"},
+    Role.VIEWER: {"team.view", "team.leave", "endpoints.view", "keys.view", "usage.view", "budgets.view",
+                  "alerts.view"},
 }  # fmt: skip
 
 

@@ -50,3 +50,110 @@ def test_seed_demo_refuses_to_create_public_logins_with_debug_off(settings):
     with pytest.raises(CommandError, match="runs only with DEBUG on"):
         call_command("seed_demo", stdout=None)
     assert not User.objects.exists()
+
+
+def _seed_with(**options: object) -> str:
+    """`manage.py seed_demo` with options, as make run runs it (DEBUG on); returns what it printed."""
+    from io import StringIO
+
+    from django.test import override_settings
+
+    out = StringIO()
+    with override_settings(DEBUG=True):
+        call_command("seed_demo", stdout=out, stderr=out, **options)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_the_demo_has_a_key_cap_two_health_rules_and_a_webhook_to_the_demo_receiver(tmp_path):
+    from decimal import Decimal
+
+    from alerts.models import AlertRule, Budget
+    from webhooks.models import WebhookEndpoint
+
+    secret_file = tmp_path / "data" / "webhook-sink-secret"
+    url = "http://127.0.0.1:8001/gatehouse"
+    first = _seed_with(webhook_url=url, webhook_secret_file=str(secret_file))
+    _seed_with(webhook_url=url, webhook_secret_file=str(secret_file))
+    team = Team.objects.get(name=DEMO_TEAM_NAME)
+
+    (cap,) = Budget.objects.filter(team=team, origin=Budget.Origin.KEY_CAP)
+    assert (cap.key.name, cap.amount, cap.period, cap.action) == ("batch-jobs", Decimal(20_000_000), "day", "stop")
+    rules = AlertRule.objects.filter(team=team).order_by("name")
+    assert [(r.name, r.endpoint.name, r.metric, r.threshold, r.window_minutes, r.min_relays) for r in rules] == [
+        ("Assistant latency", "AI assistant", "p95_latency", Decimal(8000), 10, 100),
+        ("Wallet backend error rate", "Wallet backend", "error_rate", Decimal(2), 5, 100),
+    ]
+    (endpoint,) = WebhookEndpoint.objects.filter(team=team)
+    assert (endpoint.url, endpoint.event_types, endpoint.description) == (url, [], "Demo receiver (make run)")
+    assert secret_file.read_text() == endpoint.secret + "\n"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    # No traffic yet: the monthly budget waits for the simulator's backfill.
+    assert "created after the simulator's backfill" in first
+    assert not Budget.objects.filter(team=team, origin=Budget.Origin.BUDGET).exists()
+
+    # A new data directory (no secret file) and another port: the same endpoint, moved, with a new secret.
+    secret_file.unlink()
+    _seed_with(webhook_url="http://127.0.0.1:8101/gatehouse", webhook_secret_file=str(secret_file))
+    (moved,) = WebhookEndpoint.objects.filter(team=team)
+    assert moved.url == "http://127.0.0.1:8101/gatehouse"
+    assert moved.secret != endpoint.secret
+    assert moved.previous_secret == endpoint.secret  # rotated through the service: the old one signs for a day
+    assert secret_file.read_text() == moved.secret + "\n"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert AlertRule.objects.filter(team=team).count() == 2
+    assert sorted(Budget.objects.filter(team=team).values_list("origin", flat=True)) == ["endpoint_cap", "key_cap"]
+
+
+@pytest.mark.django_db
+def test_after_the_backfill_the_monthly_budget_is_sized_so_that_85_percent_of_it_is_used(tmp_path):
+    import json
+    import uuid
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from django.test import Client
+
+    from alerts.models import Budget, BudgetFiring
+    from alerts.services import standings
+    from analytics import aggregation
+    from endpoints.models import ApiKey
+    from endpoints.services import gateway_credential_create
+    from webhooks.models import WebhookDelivery
+
+    secret_file = tmp_path / "webhook-sink-secret"
+    url = "http://127.0.0.1:8001/gatehouse"
+    _seed_with(webhook_url=url, webhook_secret_file=str(secret_file))
+    team = Team.objects.get(name=DEMO_TEAM_NAME)
+    key = ApiKey.objects.get(team=team, name="api-server")
+    _credential, gateway_secret = gateway_credential_create(name="eu-west-1")
+    gateway = Client(HTTP_AUTHORIZATION=f"Bearer {gateway_secret}")
+    now = datetime.now(UTC)
+
+    def push(count: int) -> None:  # successful eth_calls of the demo key, 26 billable units each
+        records = [{"id": f"relay-{uuid.uuid4().hex}", "ts": (now - timedelta(seconds=n % 50)).isoformat(),
+                    "key_id": key.key_id, "endpoint_id": key.endpoint.public_id, "service": "eth-mainnet",
+                    "method": "eth_call", "status": 200, "error_class": None, "latency_ms": 25.0, "req_bytes": 300,
+                    "resp_bytes": 900, "units": 26, "region": "eu-west-1"} for n in range(count)]  # fmt: skip
+        body = "\n".join(json.dumps(r) for r in records).encode()
+        response = gateway.post("/api/gateway/v1/usage", body, content_type="application/x-ndjson",
+                                HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex)  # fmt: skip
+        assert response.status_code == 202, response.content
+
+    push(30)
+    aggregation.aggregate_pending(time_budget_seconds=10)
+    push(10)  # still pending when the simulator's marker appears: --after-traffic aggregates it first
+    out = _seed_with(after_traffic=True, webhook_url=url, webhook_secret_file=str(secret_file))
+    _seed_with(after_traffic=True, webhook_url=url, webhook_secret_file=str(secret_file))
+
+    (budget,) = Budget.objects.filter(team=team, origin=Budget.Origin.BUDGET)
+    assert (budget.name, budget.scope, budget.measure, budget.period) == ("Monthly units", "team", "units", "month")
+    assert (budget.thresholds, budget.forecast, budget.action) == ([50, 80, 100], True, "alert")
+    assert budget.amount == Decimal(1220)  # 40 × 26 = 1,040 units used; 1,040 / 0.85 = 1,223.5, to 3 figures
+    assert 80 < standings([budget])[0].percent < 90
+    assert "Created budget Monthly units: 1,220 units, 85% used this month" in out
+    fired = BudgetFiring.objects.filter(budget=budget, kind=BudgetFiring.Kind.THRESHOLD)
+    assert sorted(fired.values_list("threshold", flat=True)) == [50, 80]
+    # Both reach the demo receiver (the worker sends them once the seed's transaction commits).
+    sent = WebhookDelivery.objects.filter(endpoint__url=url, event__type="budget.threshold_crossed")
+    assert sorted(d.event.payload["threshold"] for d in sent) == [50, 80]

@@ -307,6 +307,7 @@ def test_every_team_form_refuses_a_post_without_the_csrf_token(owner_a, team_a, 
         "batch_id": 1,
         "relay_id": "r",
         "budget_id": 1,
+        "alert_rule_id": 1,
         "webhook_id": 1,
         "delivery_id": 1,
     }

@@ -68,7 +68,7 @@ def test_thresholds_fire_once_each_right_after_the_run_that_crossed_them(
     assert _firings(budget) == [(50, Decimal(5 * CALL))]  # no compaction ran: the minute rollups are read
     assert sorted(m.to[0] for m in mail.outbox) == sorted(["fran@a.example", owner_a.email])  # who manages budgets
     assert "Team month: 50% of the budget used" in mail.outbox[0].subject
-    assert "130 of 260.00 billable units" in mail.outbox[0].body
+    assert "130 of 260 units" in mail.outbox[0].body
 
     _push(usage, 3)
     _aggregate(django_capture_on_commit_callbacks)

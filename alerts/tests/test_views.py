@@ -65,7 +65,7 @@ def test_a_stop_shows_a_banner_on_team_pages_naming_the_budget(client_for, owner
         html = client_for(user).get(f"/t/{team_a.slug}/").content.decode()
         assert "Traffic stopped." in html
         assert f"key {usage.key.name}" in html
-        assert "Budget &quot;Key cap&quot; is used up for this period" in html
+        assert "Budget &quot;Key cap&quot; is used up until " in html
     assert "traffic stopped</span>" in client_for(owner_a).get(page).content.decode()
 
 
@@ -95,3 +95,21 @@ def test_update_and_delete(client_for, owner_a, team_a, page):
     assert (budget.amount, budget.thresholds, budget.action) == (250, [80, 100], "stop")
     assert client.post(f"{page}{budget.pk}/delete").status_code == 302
     assert not Budget.objects.exists()
+
+
+def test_a_bad_edit_reopens_its_dialog_with_the_error_next_to_the_field(client_for, owner_a, team_a, page):
+    budget = budget_create(team=team_a, actor=owner_a, scope="team", name="Team cap", amount=100)
+    prefix = f"b{budget.pk}"
+    response = client_for(owner_a).post(f"{page}{budget.pk}/update", {
+        f"{prefix}-name": "Team cap", f"{prefix}-amount": "100", f"{prefix}-thresholds": "150%, 2000",
+        f"{prefix}-action": "alert", f"{prefix}-notify_roles": ["owner"],
+    })  # fmt: skip
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert (
+        f'id="edit-budget-{budget.pk}" class="drawer" aria-labelledby="edit-budget-{budget.pk}-title" data-open>'
+        in html
+    )
+    assert f'id="id_{prefix}-thresholds_error" role="alert">Each threshold is a percentage from 1 to 1000.' in html
+    budget.refresh_from_db()
+    assert budget.thresholds == [50, 80, 100]

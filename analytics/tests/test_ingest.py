@@ -238,6 +238,7 @@ def test_a_gateway_credential_sees_nothing_of_teams(usage, team_a):
         "relay_id": "r",
         "invoice_id": 1,
         "budget_id": 1,
+        "alert_rule_id": 1,
         "webhook_id": 1,
         "delivery_id": 1,
     }

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Team, User
 from accounts.services import audit_record
-from billing import selectors, stripe_client
+from billing import rating, selectors, stripe_client
 from billing.models import (
     UNPAID,
     BillingAccount,
@@ -33,6 +33,8 @@ from billing.services.metering import invoice_check
 from billing.services.plans import plan_limits_publish, plan_span_record
 from project import mail
 from project.errors import ServiceError
+from webhooks.models import INVOICE_PAYMENT_FAILED
+from webhooks.services import event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -297,12 +299,38 @@ def invoice_sync(*, invoice_id: str, event: StripeEvent | None = None) -> Invoic
         team = account.team
         if newly_overdue:
             saved = invoice
+            action_required = event is not None and event.type == "invoice.payment_action_required"
+            payload = _payment_failed_payload(invoice, action_required=action_required)
+            event_emit(team=team, type=INVOICE_PAYMENT_FAILED, payload=payload)  # once: with the email, in the lock
             transaction.on_commit(lambda: _notify_payment_failed(team=team, invoice=saved))
         transaction.on_commit(lambda: enforce_team(team=team))
         if invoice.finalized_at and invoice.missed_units is None and invoice.period_start < invoice.period_end:
             checked = invoice
             transaction.on_commit(lambda: invoice_check(invoice=checked))  # did its usage all reach Stripe in time?
     return invoice
+
+
+def _payment_failed_payload(invoice: Invoice, *, action_required: bool) -> dict[str, Any]:
+    """The invoice.payment_failed webhook event's data: the invoice, when the keys stop, and a line for people."""
+    overdue = selectors.Overdue.of(invoice)
+    amount = f"{rating.dollars(invoice.amount_due)} {invoice.currency.upper()}"
+    what = "needs your confirmation (e.g. 3-D Secure)" if action_required else "failed"
+    return {
+        "invoice": {
+            "id": invoice.stripe_id,
+            "number": invoice.number,
+            "amount_due": str(rating.dollars(invoice.amount_due)),
+            "currency": invoice.currency,
+            "hosted_invoice_url": invoice.hosted_invoice_url or None,
+            "attempt_count": invoice.attempt_count or None,
+        },
+        "reason": "payment_action_required" if action_required else "payment_failed",
+        "keys_stop_at": overdue.suspend_at.isoformat(),
+        "summary": (
+            f"The payment of invoice {invoice.number or invoice.stripe_id} ({amount}) {what}. Pay it before "
+            f"{overdue.suspend_at:%Y-%m-%d %H:%M} UTC, or the team's API keys stop."
+        ),
+    }
 
 
 def _notify_payment_failed(*, team: Team, invoice: Invoice) -> None:

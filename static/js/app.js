@@ -79,8 +79,21 @@
     });
   });
 
-  // <button data-close-dialog> closes its <dialog>; htmx content arriving in a dialog's body opens it.
+  // <button data-close-dialog> closes its <dialog>; <button data-open-dialog="id"> opens that one (a <dialog
+  // data-open> — a form sent back with errors — opens by itself); htmx content arriving in a dialog's body opens it.
   function bindDialogs(root) {
+    root.querySelectorAll("[data-open-dialog]").forEach(function (button) {
+      if (button.dataset.bound) return;
+      button.dataset.bound = "1";
+      button.addEventListener("click", function () {
+        var dialog = document.getElementById(button.dataset.openDialog);
+        if (dialog && !dialog.open) dialog.showModal();
+      });
+    });
+    root.querySelectorAll("dialog[data-open]").forEach(function (dialog) {
+      if (!dialog.open) dialog.showModal();
+      dialog.removeAttribute("data-open");
+    });
     root.querySelectorAll("[data-close-dialog]").forEach(function (button) {
       if (button.dataset.bound) return;
       button.dataset.bound = "1";

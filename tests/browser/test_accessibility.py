@@ -66,6 +66,7 @@ def team_pages(demo: Demo) -> list[str]:
         f"{team}tokens/",
         f"{team}audit/",
         f"{team}budgets/",
+        f"{team}alerts/",
         f"{team}webhooks/",
         f"{team}settings/",
         f"{team}settings/delete",
