@@ -280,12 +280,13 @@ def _apply(rule: AlertRule, reading: Reading, now: datetime) -> AlertChange | No
     old = OK if new == FIRING else FIRING
     seen = {"last_value": reading.value, "last_relays": reading.relays, "evaluated_at": now}
     in_order = AlertRule.objects.filter(Q(evaluated_at__isnull=True) | Q(evaluated_at__lte=now), pk=rule.pk)
-    with transaction.atomic():
-        if not in_order.filter(state=old).update(state=new, state_since=now, **seen):
-            in_order.update(**seen)  # no change (or another evaluation made it): the figure only
-            change = None
-        else:
-            change = _record(rule, state=new, reading=reading, at=now)
+    change = None
+    if rule.state != new:  # as loaded: if another evaluation changed it since, the next one reads that (the sweep)
+        with transaction.atomic():
+            if in_order.filter(state=old).update(state=new, state_since=now, **seen):
+                change = _record(rule, state=new, reading=reading, at=now)
+    if change is None:
+        in_order.update(**seen)  # no change (or another evaluation made it): the figure only
     for name, value in seen.items():
         setattr(rule, name, value)
     return change

@@ -386,18 +386,26 @@ def budgets_evaluate(*, budgets: Iterable[Budget], at: datetime | None = None) -
             )
             transaction.on_commit(partial(_notify, firing))
             _emit_firing(firing)
+        sources = [standing.budget.stop_source for standing in standings_]
+        stopped = Budget.ids_of_stop_sources(
+            TrafficStop.objects.filter(source__in=sources).values_list("source", flat=True)
+        )
         for standing in standings_:  # after the alerts: "crossed 100 %", then "traffic stopped"
-            _enforce(standing)
+            _enforce(standing, stopped=standing.budget.pk in stopped)
     return firings
 
 
-def _enforce(standing: Standing) -> None:
+def _enforce(standing: Standing, *, stopped: bool) -> None:
     """A stop-traffic budget at or over its amount stops its scope's traffic (through the config feed); under it (a
-    new period, a raised amount) or alert-only, the stop it set is lifted."""
+    new period, a raised amount) or alert-only, the stop it set is lifted. `stopped`: its stop was in force when the
+    evaluation began (what is already so costs no query; traffic_stop and traffic_resume decide under a lock)."""
     budget = standing.budget
-    if budget.action == Budget.Action.STOP and standing.used >= budget.amount:
+    over = budget.action == Budget.Action.STOP and standing.used >= budget.amount
+    if over == stopped:
+        return
+    if over:
         reason = STOP_REASONS[Budget.Origin(budget.origin)]
-        stopped = traffic_stop(
+        created = traffic_stop(
             team=budget.team,
             endpoint=budget.endpoint if budget.scope == Budget.Scope.ENDPOINT else None,
             key=budget.key if budget.scope == Budget.Scope.KEY else None,
@@ -405,7 +413,7 @@ def _enforce(standing: Standing) -> None:
             detail=_stop_detail(standing),
             source=budget.stop_source,
         )
-        if stopped:
+        if created:
             summary = f"Traffic stopped: {budget.name} is used up ({_scope_label(budget)})."
             payload = _event(budget, standing.used) | {"reason": reason, "summary": summary}
             event_emit(team=budget.team, type="traffic.stopped", payload=payload)

@@ -109,7 +109,9 @@ def test_update_and_delete(client_for, owner_a, team_a, page):
     assert bad.status_code == 400
     html = bad.content.decode()
     assert f'id="id_{prefix}-threshold_error" role="alert">' in html  # next to the edited rule's field
-    assert f'id="edit-rule-{rule.pk}" class="drawer" aria-labelledby="edit-rule-{rule.pk}-title" data-open>' in html  # reopened
+    assert (
+        f'id="edit-rule-{rule.pk}" class="drawer" aria-labelledby="edit-rule-{rule.pk}-title" data-open>' in html
+    )  # reopened
     ok = client.post(f"{page}{rule.pk}/update", _fields(prefix, name="Latency", metric="p95_latency",
                                                         threshold="750", window_minutes="15", enabled=""))  # fmt: skip
     assert ok.status_code == 302
