@@ -1,5 +1,5 @@
-"""The demo's webhook receiver (`python -m project.webhook_sink`), run as make run runs it: a process on its own port,
-fed by hand-signed requests and by the webhooks app's real delivery code."""
+"""The demo's webhook receiver (`python -m project.webhook_sink`): started as make run starts it, then served in this
+process (so coverage sees it) and fed by hand-signed requests and by the webhooks app's real delivery code."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from project import webhook_sink
 from project.devstack import port_open
 from tests.fixtures import BASE_DIR, free_port, subprocess_env
 from webhooks.delivery import delivery_attempt
@@ -62,35 +63,39 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
         return error.code
 
 
-@pytest.fixture
-def sink(tmp_path) -> Iterator[Sink]:
+def test_make_run_starts_it_as_a_process_that_listens(tmp_path):
     port = free_port()
-    secret_file = tmp_path / "webhook-sink-secret"
     process = subprocess.Popen(
-        [sys.executable, "-m", "project.webhook_sink", "--port", str(port), "--secret-file", str(secret_file)],
+        [sys.executable, "-m", "project.webhook_sink", "--port", str(port), "--secret-file", str(tmp_path / "secret")],
         cwd=BASE_DIR,
         env=subprocess_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):  # it answers POSTs only: wait for the port, not for a page
+            assert process.poll() is None, f"the sink exited with {process.returncode}"
+            assert time.monotonic() < deadline, "the sink did not listen within 30 s"
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=10)
+    assert output.startswith(f"[webhook-sink] listening on http://127.0.0.1:{port}/")
+
+
+@pytest.fixture
+def sink(tmp_path, monkeypatch) -> Iterator[Sink]:
+    secret_file = tmp_path / "webhook-sink-secret"
     lines: queue.Queue[str] = queue.Queue()
-
-    def read_output() -> None:
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=read_output, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not port_open("127.0.0.1", port):  # it answers POSTs only: wait for the port, not for a page
-        assert process.poll() is None, f"the sink exited with {process.returncode}"
-        assert time.monotonic() < deadline, "the sink did not listen within 30 s"
-        time.sleep(0.1)
-    sink = Sink(f"http://127.0.0.1:{port}/gatehouse", secret_file, lines)
-    assert sink.next_line().startswith("[webhook-sink] listening on ")
-    yield sink
-    process.terminate()
-    process.wait(10)
+    monkeypatch.setattr(webhook_sink, "say", lambda line: lines.put(f"{webhook_sink.PREFIX} {line}\n"))
+    server = webhook_sink.Sink(0, webhook_sink.SecretFile(secret_file))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Sink(f"http://127.0.0.1:{server.server_address[1]}/gatehouse", secret_file, lines)
+    server.shutdown()
+    server.server_close()
 
 
 def test_a_signed_event_is_answered_204_and_printed_and_a_new_secret_file_is_read(sink):
