@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CMD ?= help
 
-.PHONY: run test manage lint format audit deps deps-test chromium bench-help clean
+.PHONY: run test manage lint format audit deps deps-test chromium anvil bench-help clean
 
 # Runtime dependencies, reinstalled only when requirements.txt changes.
 $(VENV)/.runtime-installed: requirements.txt
@@ -18,7 +18,7 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
 	@touch $@
 
 deps: $(VENV)/.runtime-installed
-deps-test: $(VENV)/.dev-installed chromium
+deps-test: $(VENV)/.dev-installed chromium anvil
 
 # Browser tests drive Debian's Chromium; never a browser downloaded by a test tool.
 chromium:
@@ -26,6 +26,16 @@ chromium:
 		echo "Installing Debian's chromium package ..."; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# Anvil, Foundry's local Ethereum node (the reference relay's upstream in tests), from the npm registry at a pinned
+# version into .tools/ (git-ignored); the package ships the native binary. Without npm it says so and the relay's
+# end-to-end tests skip.
+ANVIL_VERSION := 1.7.1
+anvil: .tools/.anvil-$(ANVIL_VERSION)
+.tools/.anvil-$(ANVIL_VERSION):
+	@command -v npm >/dev/null 2>&1 || { echo "npm not found: Anvil not installed (the relay's end-to-end tests skip)"; exit 0; }; \
+	npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error @foundry-rs/anvil@$(ANVIL_VERSION) && \
+	touch $@
 
 ## make run: embedded PostgreSQL + Redis (unless DATABASE_URL / REDIS_URL are set), migrate, seed, web + worker + beat.
 run: deps

@@ -116,6 +116,7 @@ NON_TEAM_VIEWS: dict[str, str] = {
     "endpoints.api.ServiceListAPI": "the public service catalog (any signed-in caller)",
     "endpoints.gateway_api.": "gateway API: gateway credentials only (IsGateway), no team",
     "analytics.gateway_api.": "gateway API: gateway credentials only (IsGateway), no team",
+    "analytics.formats_api.": "gateway API (LiteLLM, OTLP formats): gateway credentials only (IsGateway), no team",
 }
 
 

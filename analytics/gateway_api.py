@@ -29,7 +29,7 @@ class GatewayRequest(Request):
     auth: GatewayCredential
 
 
-def _chunks(request: Request) -> Iterator[bytes]:
+def body_chunks(request: Request) -> Iterator[bytes]:
     raw = request._request  # the WSGI request: read the stream ourselves, with our own size limit
     while True:
         chunk = raw.read(CHUNK)
@@ -138,8 +138,8 @@ class UsageIngestAPI(APIView):
         length = int(length_header)
         try:
             if length > ingest.MAX_BYTES:
-                raise ingest._too_large()
-            body = ingest.read_body(_chunks(request), gzipped=encoding == "gzip")
+                raise ingest.too_large()
+            body = ingest.read_body(body_chunks(request), gzipped=encoding == "gzip")
             accepted = ingest.ingest(gateway=request.auth, idempotency_key=key, body=body)
         except ingest.IngestError as error:
             return JsonResponse(error.body, status=error.status)

@@ -124,7 +124,7 @@ def read_body(chunks: Iterator[bytes], *, gzipped: bool) -> bytes:
         for chunk in chunks:
             out += chunk
             if len(out) > MAX_BYTES:
-                raise _too_large()
+                raise too_large()
         return bytes(out)
     # A gzip body may hold several members one after the other (`cat a.gz b.gz`, or a gateway that
     # compresses as it goes): every member is part of the body, and anything else after one is refused.
@@ -141,7 +141,7 @@ def read_body(chunks: Iterator[bytes], *, gzipped: bool) -> bytes:
                     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
                 out += inflater.decompress(data, MAX_BYTES + 1 - len(out))
                 if len(out) > MAX_BYTES:
-                    raise _too_large()
+                    raise too_large()
                 data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
         if not inflater.eof:
             raise IngestError(400, "invalid_gzip", "The gzip body is truncated.")
@@ -150,7 +150,7 @@ def read_body(chunks: Iterator[bytes], *, gzipped: bool) -> bytes:
     return bytes(out)
 
 
-def _too_large() -> IngestError:
+def too_large() -> IngestError:
     return IngestError(
         413,
         "payload_too_large",
@@ -190,7 +190,7 @@ def decode(body: bytes, *, now: datetime) -> tuple[list[_Row], list[RecordError]
     lines = body.split(b"\n")
     numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     if len(numbered) > MAX_RECORDS:
-        raise _too_large()
+        raise too_large()
     # JSON strings cannot hold raw control characters, so a pure-ASCII body without escapes or DEL has only
     # printable text in every string: the per-record check of SAFE_FIELDS is needed only otherwise.
     plain = body.isascii() and b"\\" not in body and b"\x7f" not in body
@@ -319,7 +319,7 @@ def resolve(rows: list[_Row]) -> tuple[dict[str, tuple[int, int, int, str]], lis
 # --- storing ----------------------------------------------------------------------------------
 
 
-def _existing(gateway: GatewayCredential, idempotency_key: str, body_hash: str) -> Accepted | None:
+def existing_batch(gateway: GatewayCredential, idempotency_key: str, body_hash: str) -> Accepted | None:
     batch = IngestBatch.objects.filter(gateway=gateway, idempotency_key=idempotency_key).first()
     if batch is None:
         return None
@@ -341,7 +341,7 @@ def ingest(*, gateway: GatewayCredential, idempotency_key: str, body: bytes) -> 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     body_hash = hashlib.sha256(body).hexdigest()
-    replay = _existing(gateway, idempotency_key, body_hash)
+    replay = existing_batch(gateway, idempotency_key, body_hash)
     if replay is not None:
         return replay
     now = timezone.now()
@@ -382,7 +382,7 @@ def ingest(*, gateway: GatewayCredential, idempotency_key: str, body: bytes) -> 
             transaction.on_commit(nudge_aggregation)
     except IntegrityError:
         # The same batch arrived twice at once: the other request stored it.
-        replay = _existing(gateway, idempotency_key, body_hash)
+        replay = existing_batch(gateway, idempotency_key, body_hash)
         if replay is None:
             raise
         return replay

@@ -17,7 +17,7 @@ from accounts.requests import TeamAPIRequest
 from endpoints import keys as key_format
 from endpoints import selectors, services
 from endpoints.feed import allowlists_of
-from endpoints.models import ApiKey, Endpoint, Environment
+from endpoints.models import MAX_UNIT_CAP, ApiKey, Endpoint, Environment
 from endpoints.selectors import service_list
 from endpoints.services import ROTATION_OVERLAPS, AllowlistError
 from project.api import ErrorSerializer, get_object_or_404_api
@@ -121,7 +121,9 @@ class EndpointDetailAPI(TeamAPIView):
         services = serializers.ListField(child=serializers.CharField(), min_length=1, required=False)
         paused = serializers.BooleanField(required=False, help_text="Pause (true) or resume (false) the endpoint.")
         rate_limit_rps = serializers.IntegerField(min_value=1, max_value=100_000, required=False, allow_null=True)
-        monthly_unit_cap = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+        monthly_unit_cap = serializers.IntegerField(
+            min_value=1, max_value=MAX_UNIT_CAP, required=False, allow_null=True
+        )
         secret_key_required = serializers.BooleanField(required=False)
         allowlists = AllowlistsField(required=False)
 
@@ -202,7 +204,9 @@ class KeyListAPI(TeamAPIView):
     class KeyCreateInput(serializers.Serializer):
         name = serializers.CharField(max_length=80)
         expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-        daily_unit_cap = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+        daily_unit_cap = serializers.IntegerField(
+            min_value=1, max_value=MAX_UNIT_CAP, required=False, allow_null=True, default=None
+        )
 
     @extend_schema(responses=KeyOutput(many=True), summary="List an endpoint's keys")
     def get(self, request: TeamAPIRequest, team_slug: str, endpoint_id: str) -> Response:
@@ -232,7 +236,7 @@ class KeyDetailAPI(TeamAPIView):
     class KeyUpdateInput(serializers.Serializer):
         name = serializers.CharField(max_length=80, required=False)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
-        daily_unit_cap = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+        daily_unit_cap = serializers.IntegerField(min_value=1, max_value=MAX_UNIT_CAP, required=False, allow_null=True)
 
     @extend_schema(responses=KeyOutput, summary="Get a key")
     def get(self, request: TeamAPIRequest, team_slug: str, key_id: str) -> Response:

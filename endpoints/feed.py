@@ -4,17 +4,20 @@ changes since a cursor. Built with plain value queries and msgspec, not serializ
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
 from accounts.models import Team
+from endpoints import listen
 from endpoints.models import (
     ALLOWLIST_FIELDS,
     DEFAULT_RATE_LIMIT_RPS,
@@ -26,12 +29,19 @@ from endpoints.models import (
     Endpoint,
     EndpointStatus,
     PlanLimit,
+    Service,
     TrafficStop,
 )
+
+logger = logging.getLogger(__name__)
 
 FEED_VERSION = "v1"
 DEFAULT_CHANGES_LIMIT = 1000
 MAX_CHANGES_LIMIT = 10_000
+MAX_WAIT_SECONDS = 30
+# What a request that could not wait (every waiter slot taken, or no listener connection) tells the gateway: poll
+# again after this many seconds, rather than at once in a loop.
+RETRY_AFTER_SECONDS = 1
 
 
 class CursorExpiredError(Exception):
@@ -242,6 +252,14 @@ def _cursor_now() -> int:
     return ConfigChange.objects.aggregate(latest=Max("id"))["latest"] or 0
 
 
+def _services() -> list[dict[str, Any]]:
+    """What the gateway needs of the catalog to meter a relay: each service's compute units per relay and per method.
+    (Catalog edits are not change entries: a gateway picks them up with its next snapshot.)"""
+    rows = Service.objects.values_list("id", "kind", "chain_family", "compute_units", "method_compute_units")
+    fields = ("id", "kind", "chain_family", "compute_units", "method_compute_units")
+    return [dict(zip(fields, row, strict=True)) for row in rows.order_by("sort_order", "id")]
+
+
 def snapshot() -> dict[str, Any]:
     """Every live endpoint and every key the gateway may have to accept, with the cursor they correspond to."""
     now = timezone.now()
@@ -256,12 +274,14 @@ def snapshot() -> dict[str, Any]:
         stops = stops_of()
         endpoints = _endpoints(Q(deleted_at__isnull=True), stops)
         keys = _keys(ApiKey.objects.unrevoked(now), now, stops)
+        services = _services()
     return {
         "version": FEED_VERSION,
         "cursor": str(cursor_id),
         "generated_at": _iso(now),
         "endpoints": endpoints,
         "keys": keys,
+        "services": services,
     }
 
 
@@ -310,3 +330,30 @@ def changes(*, since: int, limit: int = DEFAULT_CHANGES_LIMIT) -> dict[str, Any]
         "generated_at": _iso(now),
         "changes": entries,
     }
+
+
+@dataclass(frozen=True)
+class Waited:
+    """The answer to a long-poll; retry_after is set when it was answered at once instead of waiting."""
+
+    body: dict[str, Any]
+    retry_after: int | None = None
+
+
+def changes_waiting(*, since: int, limit: int = DEFAULT_CHANGES_LIMIT, wait: int = 0) -> Waited:
+    """changes(), but when there is none after `since` yet, held up to `wait` seconds until one commits."""
+    body = changes(since=since, limit=limit)
+    if body["changes"] or wait <= 0:
+        return Waited(body)
+    with listen.waiter_slot() as granted:
+        if not granted:
+            return Waited(body, retry_after=RETRY_AFTER_SECONDS)
+        if not connection.in_atomic_block:
+            connection.close()  # hold no Django connection while waiting (a pooled one goes back to its pool)
+        try:
+            listen.wait_for_change(since=since, timeout=wait)
+        except psycopg.Error as error:
+            logger.warning("config feed: cannot wait for changes, answering at once: %s", error)
+            return Waited(body, retry_after=RETRY_AFTER_SECONDS)
+    # Woken or timed out, the answer is the one a poll made now gets (on a timeout: no changes, a new generated_at).
+    return Waited(changes(since=since, limit=limit))

@@ -7,7 +7,15 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from endpoints.models import ALLOWLIST_FIELDS, SECURITY_FIELDS, Endpoint, Environment, Service, ServiceKind
+from endpoints.models import (
+    ALLOWLIST_FIELDS,
+    MAX_UNIT_CAP,
+    SECURITY_FIELDS,
+    Endpoint,
+    Environment,
+    Service,
+    ServiceKind,
+)
 from endpoints.selectors import known_methods, plan_rate_limit, service_list
 from endpoints.services import ROTATION_OVERLAPS, AllowlistError
 from project.errors import ServiceError
@@ -89,6 +97,7 @@ class EndpointSecurityForm(ServiceErrorMixin, forms.Form):
     monthly_unit_cap = forms.IntegerField(
         required=False,
         min_value=1,
+        max_value=MAX_UNIT_CAP,
         label="Monthly unit cap",
         help_text="Requests are refused once reached; empty: no cap.",
     )
@@ -170,7 +179,9 @@ KEY_EXPIRY_CHOICES = [("never", "Never"), ("7", "7 days"), ("30", "30 days"), ("
 class KeyCreateForm(ServiceErrorMixin, forms.Form):
     name = forms.CharField(max_length=80, widget=forms.TextInput(attrs={"placeholder": "Backend server"}))
     expires_in = forms.ChoiceField(choices=KEY_EXPIRY_CHOICES, initial="never", label="Expires")
-    daily_unit_cap = forms.IntegerField(required=False, min_value=1, label="Daily unit cap", help_text="Empty: no cap.")
+    daily_unit_cap = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_UNIT_CAP, label="Daily unit cap", help_text="Empty: no cap."
+    )
 
     def expires_at(self) -> datetime | None:
         value = self.cleaned_data["expires_in"]
@@ -179,7 +190,7 @@ class KeyCreateForm(ServiceErrorMixin, forms.Form):
 
 class KeyCapForm(ServiceErrorMixin, forms.Form):
     daily_unit_cap = forms.IntegerField(
-        required=False, min_value=1, label="Daily unit cap",
+        required=False, min_value=1, max_value=MAX_UNIT_CAP, label="Daily unit cap",
         help_text="Empty: no cap. Gatehouse stops the key when its ledger reaches the cap, until 00:00 UTC.",
     )  # fmt: skip
 

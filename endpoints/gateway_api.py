@@ -73,6 +73,20 @@ _KEY = inline_serializer(
 )
 
 
+_SERVICE = inline_serializer(
+    "FeedService",
+    {
+        "id": serializers.CharField(),
+        "kind": serializers.ChoiceField(choices=["rpc", "llm"]),
+        "chain_family": serializers.CharField(),
+        "compute_units": serializers.IntegerField(help_text="Units of a successful call to a method not listed below."),
+        "method_compute_units": serializers.DictField(
+            child=serializers.IntegerField(), help_text="Units of a successful call, per method."
+        ),
+    },
+)
+
+
 class ConfigFeedAPI(APIView):
     authentication_classes = [GatewayCredentialAuthentication]
     permission_classes = [IsGateway]
@@ -88,7 +102,15 @@ class ConfigFeedAPI(APIView):
             "`has_more`. Verify a presented key by hashing it (SHA-256) and looking the hash up locally. "
             "Enforce `expires_at` and `valid_until` locally too: they end without a change entry. "
             "Send If-None-Match with the last ETag to get 304 when nothing changed. 410 means the cursor "
-            "is older than the retained change log: take a new snapshot."
+            "is older than the retained change log: take a new snapshot.\n\n"
+            f"Long-poll: add `wait=<seconds>` (0–{feed.MAX_WAIT_SECONDS}, default 0: answer at once) to `since`. "
+            "When nothing changed after the cursor, the request is held until a change commits — answered within "
+            "tens of milliseconds of the commit — or the wait runs out; either way the answer is the one a poll "
+            "would get at that moment (an empty `changes` list on timeout, or 304 to a matching If-None-Match). "
+            "A change that is already there is answered at once; rolled-back changes never wake a request. Each "
+            "Gatehouse process holds a limited number of requests at a time; beyond it the request is answered at "
+            "once with a `Retry-After` header (seconds): wait that long before the next poll. Without `since` "
+            "(a snapshot), `wait` is ignored."
         ),
         parameters=[
             OpenApiParameter(
@@ -100,6 +122,11 @@ class ConfigFeedAPI(APIView):
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": feed.MAX_CHANGES_LIMIT},
                 description=f"Changes per page (default {feed.DEFAULT_CHANGES_LIMIT}, max {feed.MAX_CHANGES_LIMIT}).",
+            ),
+            OpenApiParameter(
+                "wait",
+                {"type": "integer", "minimum": 0, "maximum": feed.MAX_WAIT_SECONDS, "default": 0},
+                description="With `since`: seconds to hold the request until a change commits (0: answer at once).",
             ),
         ],
         responses={
@@ -113,6 +140,9 @@ class ConfigFeedAPI(APIView):
                     "generated_at": serializers.DateTimeField(),
                     "endpoints": serializers.ListField(child=_ENDPOINT, required=False),
                     "keys": serializers.ListField(child=_KEY, required=False),
+                    "services": serializers.ListField(
+                        child=_SERVICE, required=False, help_text="In a snapshot: what metering needs of the catalog."
+                    ),
                     "changes": serializers.ListField(
                         child=serializers.DictField(),
                         required=False,
@@ -131,6 +161,14 @@ class ConfigFeedAPI(APIView):
         since_raw = request.query_params.get("since")
         limit_raw = request.query_params.get("limit", str(feed.DEFAULT_CHANGES_LIMIT))
         limit = parse_int(limit_raw, minimum=1, maximum=feed.MAX_CHANGES_LIMIT)
+        wait = parse_int(request.query_params.get("wait", "0"), minimum=0, maximum=feed.MAX_WAIT_SECONDS)
+        if wait is None:
+            return json_response(
+                request,
+                {"code": "invalid_wait", "detail": f"wait must be whole seconds, 0–{feed.MAX_WAIT_SECONDS}."},
+                etag='W/"error"',
+                status=400,
+            )
         if since_raw is None and limit is not None:
             body = feed.snapshot()
             return json_response(request, body, etag=f'W/"snap-{body["cursor"]}"')
@@ -146,7 +184,7 @@ class ConfigFeedAPI(APIView):
                 status=400,
             )
         try:
-            body = feed.changes(since=since, limit=limit)
+            waited = feed.changes_waiting(since=since, limit=limit, wait=wait)
         except feed.CursorExpiredError:
             return json_response(
                 request,
@@ -157,4 +195,8 @@ class ConfigFeedAPI(APIView):
                 etag='W/"expired"',
                 status=410,
             )
-        return json_response(request, body, etag=f'W/"chg-{since_raw}-{body["cursor"]}-{limit_raw}"')
+        body = waited.body
+        response = json_response(request, body, etag=f'W/"chg-{since_raw}-{body["cursor"]}-{limit_raw}"')
+        if waited.retry_after is not None:
+            response["Retry-After"] = str(waited.retry_after)
+        return response

@@ -209,6 +209,10 @@ class TrafficStop(models.Model):
 # default row with its plan's value).
 DEFAULT_RATE_LIMIT_RPS = 25
 
+# The largest unit cap a key or an endpoint may set: a quadrillion units, far beyond any real month, and well inside
+# what the ledger (bigint) and a cap's budget (20 digits) can count.
+MAX_UNIT_CAP = 10**15
+
 
 class PlanLimit(models.Model):
     """What a team's plan lets its endpoints do at the gateway: the rate limit when an endpoint sets none, and the most

@@ -17,9 +17,11 @@ from accounts.selectors import user_email_verified
 from accounts.services import audit_record
 from endpoints import keys as key_format
 from endpoints import validators
+from endpoints.listen import config_change_notify
 from endpoints.models import (
     ENFORCED_FIELDS,
     GATEWAY_CREDENTIAL_PREFIX,
+    MAX_UNIT_CAP,
     ApiKey,
     ConfigChange,
     Endpoint,
@@ -81,6 +83,7 @@ def config_change_record(*, endpoints: Iterable[Endpoint] = (), keys: Iterable[A
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CONFIG_FEED_LOCK])
     ConfigChange.objects.bulk_create(rows)
+    config_change_notify(cursor=max(row.id for row in rows))  # delivered at commit: wakes the feed's long-polls
 
 
 def _keys_that_matter(endpoints: Iterable[Endpoint]) -> list[ApiKey]:
@@ -249,6 +252,7 @@ def endpoint_update(
     _allowlists_clean(changes, chosen)  # for the services the endpoint will have
     if changes.get("rate_limit_rps") is not None:
         _check_rate_limit(endpoint.team, changes["rate_limit_rps"])
+    _check_cap(changes.get("monthly_unit_cap"), "monthly_unit_cap")
     audit_before, audit_after = _apply(endpoint, changes)
     before_services, after_services = sorted(s.id for s in current), sorted(s.id for s in chosen)
     if not audit_after and after_services == before_services:
@@ -352,8 +356,12 @@ def endpoint_delete(*, endpoint: Endpoint, actor: User) -> None:
 def _validate_key_limits(expires_at: datetime | None, daily_unit_cap: int | None) -> None:
     if expires_at is not None and expires_at <= timezone.now():
         raise ServiceError("expiry_in_past", "The expiry must be in the future.", field="expires_at")
-    if daily_unit_cap is not None and daily_unit_cap <= 0:
-        raise ServiceError("invalid_cap", "The daily cap must be a positive number of units.", field="daily_unit_cap")
+    _check_cap(daily_unit_cap, "daily_unit_cap")
+
+
+def _check_cap(cap: int | None, field: str) -> None:
+    if cap is not None and not 0 < cap <= MAX_UNIT_CAP:
+        raise ServiceError("invalid_cap", f"A cap is a number of units from 1 to {MAX_UNIT_CAP:,}.", field=field)
 
 
 def _new_key(

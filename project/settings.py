@@ -383,6 +383,9 @@ TEAM_MAX_ENDPOINTS = env_int("TEAM_MAX_ENDPOINTS", 200, minimum=1)
 TEAM_MAX_KEYS = env_int("TEAM_MAX_KEYS", 1000, minimum=1)
 TEAM_MAX_TOKENS = env_int("TEAM_MAX_TOKENS", 50, minimum=1)
 TEAM_MAX_BUDGETS = env_int("TEAM_MAX_BUDGETS", 200, minimum=1)  # set on the Budgets page (caps' budgets don't count)
+# Config feed long-polls (?wait=) a process holds at once: each holds a web thread (and a PostgreSQL connection of
+# its own) for up to 30 s, so keep it below the threads per process (gunicorn --threads); 0 turns waiting off.
+CONFIG_FEED_MAX_WAITERS = env_int("CONFIG_FEED_MAX_WAITERS", 2, minimum=0, maximum=1000)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Gatehouse API",
     "DESCRIPTION": (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import coverage
 
-APPS = ("project", "accounts", "webhooks", "endpoints", "analytics", "billing", "alerts")
+APPS = ("project", "accounts", "webhooks", "endpoints", "analytics", "billing", "alerts", "relay")
 
 
 def main() -> int:
