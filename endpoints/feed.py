@@ -253,10 +253,12 @@ def _cursor_now() -> int:
 
 
 def _services() -> list[dict[str, Any]]:
-    """What the gateway needs of the catalog to meter a relay: each service's compute units per relay and per method.
-    (Catalog edits are not change entries: a gateway picks them up with its next snapshot.)"""
-    rows = Service.objects.values_list("id", "kind", "chain_family", "compute_units", "method_compute_units")
-    fields = ("id", "kind", "chain_family", "compute_units", "method_compute_units")
+    """What the gateway needs of the catalog to meter a relay: each service's compute units per relay and per method,
+    and an LLM's token prices (units = tokens × price per million, as billing counts them). (Catalog edits are not
+    change entries: a gateway picks them up with its next snapshot.)"""
+    fields = ("id", "kind", "chain_family", "compute_units", "method_compute_units", "input_price_per_million",
+              "output_price_per_million")  # fmt: skip
+    rows = Service.objects.values_list(*fields)
     return [dict(zip(fields, row, strict=True)) for row in rows.order_by("sort_order", "id")]
 
 

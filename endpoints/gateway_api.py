@@ -83,6 +83,12 @@ _SERVICE = inline_serializer(
         "method_compute_units": serializers.DictField(
             child=serializers.IntegerField(), help_text="Units of a successful call, per method."
         ),
+        "input_price_per_million": serializers.DecimalField(
+            max_digits=12, decimal_places=6, allow_null=True, help_text="LLM: units per input token × 10^6."
+        ),
+        "output_price_per_million": serializers.DecimalField(
+            max_digits=12, decimal_places=6, allow_null=True, help_text="LLM: units per output token × 10^6."
+        ),
     },
 )
 

@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from relay import llm
 from relay.config import Settings
 from relay.enforce import Enforcer
 from relay.feed import ConfigStore, FeedFollower, snapshot_age
@@ -136,6 +137,13 @@ async def _rpc(request: web.Request) -> web.Response:
     return await _proxy(request).handle(request)
 
 
+def _llm_route(operation: str) -> Handler:
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await llm.handle(_proxy(request), request, operation)
+
+    return route
+
+
 async def _preflight(request: web.Request) -> web.Response:
     return await _proxy(request).preflight(request)
 
@@ -163,4 +171,8 @@ def create_app(settings: Settings) -> web.Application:
     for path in ("/v1/{key_id}", "/{service}/v1/{key_id}"):
         app.router.add_post(path, _rpc)
         app.router.add_route("OPTIONS", path, _preflight)
+    for operation in llm.OPERATIONS:  # LLM services, OpenAI's API: /v1/<key_id>/chat/completions, …/embeddings
+        for prefix in ("/v1/{key_id}", "/{service}/v1/{key_id}"):
+            app.router.add_post(f"{prefix}/{operation}", _llm_route(operation))
+            app.router.add_route("OPTIONS", f"{prefix}/{operation}", _preflight)
     return app

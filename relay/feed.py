@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 import aiohttp
 import msgspec
@@ -72,13 +73,16 @@ class EndpointRecord(msgspec.Struct, frozen=True):
 
 
 class ServiceRecord(msgspec.Struct, frozen=True):
-    """What the relay needs of the catalog to meter a call: compute units per method (RPC)."""
+    """What the relay needs of the catalog to meter a call: compute units per method (RPC); for an LLM service its
+    token prices (USD per million tokens) when the feed publishes them."""
 
     id: str
     kind: str = "rpc"
     chain_family: str = ""
     compute_units: int = 0
     method_compute_units: dict[str, int] = msgspec.field(default_factory=dict)
+    input_price_per_million: Decimal | None = None
+    output_price_per_million: Decimal | None = None
 
     def units_for(self, method: str) -> int:
         return self.method_compute_units.get(method, self.compute_units)
