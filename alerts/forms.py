@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from django import forms
 
-from accounts.models import Role, Team, User
+from accounts.models import Role, Team
 from alerts.models import DEFAULT_THRESHOLDS, Budget, default_recipient_roles
 from alerts.services import BudgetError
 from endpoints.models import ApiKey, Endpoint
@@ -15,11 +15,6 @@ from endpoints.models import ApiKey, Endpoint
 
 def _thresholds(text: str) -> list[str]:
     return [part.strip().rstrip("%") for part in text.replace(";", ",").split(",") if part.strip()]
-
-
-class MemberChoiceField(forms.ModelMultipleChoiceField):
-    def label_from_instance(self, obj: Any) -> str:
-        return obj.email
 
 
 class BudgetFieldsMixin(forms.Form):
@@ -41,14 +36,15 @@ class BudgetFieldsMixin(forms.Form):
         choices=Role.choices, required=False, widget=forms.CheckboxSelectMultiple, label="Email these roles",
         initial=default_recipient_roles,
     )  # fmt: skip
-    notify_members = MemberChoiceField(
-        queryset=User.objects.none(), required=False, label="…and these members", help_text="Ctrl/⌘-click for several."
+    notify_members = forms.MultipleChoiceField(
+        required=False, label="…and these members", help_text="Ctrl/⌘-click for several."
     )
 
-    def __init__(self, *args: Any, team: Team, **kwargs: Any):
+    def __init__(self, *args: Any, members: list[tuple[int, str]], **kwargs: Any):
+        """`members`: alerts.selectors.member_choices, read once for the page's every form."""
         super().__init__(*args, **kwargs)
-        members = cast(MemberChoiceField, self.fields["notify_members"])
-        members.queryset = User.objects.filter(memberships__team=team).order_by("email")
+        field = cast(forms.MultipleChoiceField, self.fields["notify_members"])
+        field.choices = [(str(pk), label) for pk, label in members]
 
     def add_budget_error(self, error: BudgetError) -> None:
         for field, message in error.errors.items():
@@ -58,7 +54,7 @@ class BudgetFieldsMixin(forms.Form):
         data = self.cleaned_data
         return {"name": data["name"], "amount": data["amount"], "thresholds": _thresholds(data["thresholds"]),
                 "action": data["action"], "forecast": data["forecast"], "notify_roles": data["notify_roles"],
-                "notify_members": list(data["notify_members"])}  # fmt: skip
+                "notify_members": data["notify_members"]}  # fmt: skip
 
 
 class KeyChoiceField(forms.ModelChoiceField):
@@ -78,8 +74,8 @@ class BudgetCreateForm(BudgetFieldsMixin):
 
     field_order = ["name", "scope", "endpoint", "key", "measure", "period", "amount", "thresholds", "action"]
 
-    def __init__(self, *args: Any, team: Team, **kwargs: Any):
-        super().__init__(*args, team=team, **kwargs)
+    def __init__(self, *args: Any, team: Team, members: list[tuple[int, str]], **kwargs: Any):
+        super().__init__(*args, members=members, **kwargs)
         endpoint_field = cast(forms.ModelChoiceField, self.fields["endpoint"])
         key_field = cast(KeyChoiceField, self.fields["key"])
         endpoint_field.queryset = Endpoint.objects.filter(team=team).live().order_by("name")

@@ -94,9 +94,13 @@ def alert_rule_choices(*, team: Team) -> RuleChoices:
     """The team's live endpoints, the catalog's services and the team's members (three queries)."""
     endpoints = list(Endpoint.objects.filter(team=team).live().order_by("name", "pk"))
     services = [(service.id, service.name) for service in service_list()]
+    return RuleChoices(endpoints, services, member_choices(team=team))
+
+
+def member_choices(*, team: Team) -> list[tuple[int, str]]:
+    """The team's members as recipients a form offers: (user pk, label), by email (one query for every form)."""
     memberships = Membership.objects.filter(team=team).select_related("user").order_by("user__email")
-    members = [(m.user.pk, f"{m.user.name} <{m.user.email}>" if m.user.name else m.user.email) for m in memberships]
-    return RuleChoices(endpoints, services, members)
+    return [(m.user.pk, f"{m.user.name} <{m.user.email}>" if m.user.name else m.user.email) for m in memberships]
 
 
 # --- meters on the endpoint, key and overview pages -------------------------------------------------

@@ -49,9 +49,17 @@ Edited = tuple[int, BudgetUpdateForm]  # a budget's pk and its edit form, bound 
 
 
 def _page(
-    request: TeamRequest, form: BudgetCreateForm, *, status: int = 200, edited: Edited | None = None
+    request: TeamRequest,
+    form: BudgetCreateForm | None = None,
+    *,
+    status: int = 200,
+    edited: Edited | None = None,
+    members: list[tuple[int, str]] | None = None,
 ) -> HttpResponse:
+    """The page, with `form` (a new, empty create form by default); `members` as the forms got them, if read."""
     team = request.team
+    members = members if members is not None else selectors.member_choices(team=team)
+    form = form or BudgetCreateForm(team=team, members=members)
     stopped = selectors.stopped_budget_ids(team=team)
     rows = []
     for standing in services.standings(selectors.budget_list_with_recipients(team=team)):
@@ -67,10 +75,10 @@ def _page(
                     "thresholds": ", ".join(str(t) for t in budget.thresholds),
                     "forecast": budget.forecast,
                     "notify_roles": budget.notify_roles,
-                    "notify_members": list(budget.notify_members.all()),
+                    "notify_members": [str(user.pk) for user in budget.notify_members.all()],
                 },
                 prefix=f"b{budget.pk}",
-                team=team,
+                members=members,
             )
         rows.append(Row(standing, budget.pk in stopped, edit_form))
     context = {
@@ -84,7 +92,8 @@ def _page(
 
 @team_view(GET="budgets.view", POST="budgets.manage")
 def budgets(request: TeamRequest) -> HttpResponse:
-    form = BudgetCreateForm(request.POST or None, team=request.team)
+    members = selectors.member_choices(team=request.team)
+    form = BudgetCreateForm(request.POST or None, team=request.team, members=members)
     if request.method == "POST":
         if form.is_valid():
             try:
@@ -94,8 +103,8 @@ def budgets(request: TeamRequest) -> HttpResponse:
             else:
                 messages.success(request, f"Budget {budget.name} set.")
                 return redirect("budgets", team_slug=request.team.slug)
-        return _page(request, form, status=400)
-    return _page(request, form)
+        return _page(request, form, status=400, members=members)
+    return _page(request, form, members=members)
 
 
 METER_CARD_SIZE = 4  # the overview's card: the budgets nearest their amount
@@ -127,7 +136,8 @@ def budget_update(request: TeamRequest, budget_id: int) -> HttpResponse:
     budget = get_or_404(lambda: selectors.budget_get(team=request.team, budget_id=budget_id), "No such budget")
     if budget.origin != Budget.Origin.BUDGET:
         return _cap_refused(request, budget)
-    form = BudgetUpdateForm(request.POST, prefix=f"b{budget.pk}", team=request.team)
+    members = selectors.member_choices(team=request.team)
+    form = BudgetUpdateForm(request.POST, prefix=f"b{budget.pk}", members=members)
     if form.is_valid():
         try:
             services.budget_update(budget=budget, actor=request.user, **form.budget_fields())
@@ -136,7 +146,7 @@ def budget_update(request: TeamRequest, budget_id: int) -> HttpResponse:
         else:
             messages.success(request, f"Budget {budget.name} saved.")
             return redirect("budgets", team_slug=request.team.slug)
-    return _page(request, BudgetCreateForm(team=request.team), status=400, edited=(budget.pk, form))
+    return _page(request, status=400, edited=(budget.pk, form), members=members)
 
 
 @team_view(POST="budgets.manage")
@@ -153,4 +163,4 @@ def _cap_refused(request: TeamRequest, budget: Budget) -> HttpResponse:
     """A cap's budget is changed with its cap: say where, and change nothing."""
     where = "key's" if budget.origin == Budget.Origin.KEY_CAP else "endpoint's"
     messages.error(request, f"{budget.name} is the {where} cap: change or remove it on the {where} page.")
-    return _page(request, BudgetCreateForm(team=request.team), status=409)
+    return _page(request, status=409)

@@ -113,3 +113,18 @@ def test_a_bad_edit_reopens_its_dialog_with_the_error_next_to_the_field(client_f
     assert f'id="id_{prefix}-thresholds_error" role="alert">Each threshold is a percentage from 1 to 1000.' in html
     budget.refresh_from_db()
     assert budget.thresholds == [50, 80, 100]
+
+
+def test_the_page_reads_the_same_number_of_queries_however_many_budgets(client_for, owner_a, team_a, page):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(owner_a)
+    client.get(page)  # the first page of a session also warms caches (the catalog) and the session
+    counts = []
+    for n in range(4):
+        budget_create(team=team_a, actor=owner_a, scope="team", name=f"B{n}", amount=100, notify_members=[owner_a])
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(page).status_code == 200
+        counts.append(len(queries))
+    assert len(set(counts)) == 1, counts  # the members each edit form offers are read once for the page
