@@ -148,6 +148,7 @@ class UsagePusher:
         self.spooled_records = sum(spooled.records for spooled in pending)
         self._wake = asyncio.Event()
         self._delivering = asyncio.Lock()
+        self._flushing = asyncio.Lock()  # a flush returns once every record buffered before it is in the spool
         self._backoff = 0.0
         self._retry_at = 0.0
         if pending:
@@ -160,14 +161,16 @@ class UsagePusher:
             self._wake.set()
 
     async def flush(self) -> None:
-        """Move the buffer to the spool (one file per batch, fsynced)."""
-        if not self.buffer:
-            return
-        lines, self.buffer = self.buffer, []
-        for batch in batches(lines, self.settings.flush_records):
-            await asyncio.to_thread(self.spool.write, batch)
-            self.spooled_files += 1
-            self.spooled_records += len(batch)
+        """Move the buffer to the spool (one file per batch, fsynced). A flush already writing (the periodic one) is
+        waited for, so what was buffered before this call is in the spool when it returns."""
+        async with self._flushing:
+            if not self.buffer:
+                return
+            lines, self.buffer = self.buffer, []
+            for batch in batches(lines, self.settings.flush_records):
+                await asyncio.to_thread(self.spool.write, batch)
+                self.spooled_files += 1
+                self.spooled_records += len(batch)
 
     async def deliver(self) -> bool:
         """Send the spooled batches, oldest first; stop at the first that must be retried. True when none is left."""
