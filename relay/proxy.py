@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from relay.config import Settings
 from relay.enforce import RPC_INTERNAL_ERROR, RPC_INVALID_REQUEST, RPC_PARSE_ERROR, Caller, Enforcer, Refusal
 from relay.feed import ConfigStore, KeyRecord
 from relay.observability import Metrics
+from relay.upstream import UpstreamConnectionError, UpstreamPool
 from relay.usage import UsagePusher, UsageRecord
 
 logger = logging.getLogger("relay.proxy")
@@ -43,6 +44,7 @@ UPSTREAM_RPC_ERRORS = frozenset({-32603, -32005})
 _SAFE_METHOD = re.compile(r"[\x20-\x7e]{1,128}")
 INVALID_METHOD = "invalid"  # the method recorded for a call that names none (unparsable, not an object)
 _JSON = "application/json"
+UPSTREAM_CONNECTIONS = 256  # per service
 Payload = bytes | dict[str, Any]  # a body as bytes (the upstream's, passed on) or to encode
 
 
@@ -177,7 +179,8 @@ class Proxy:
     enforcer: Enforcer
     usage: UsagePusher
     metrics: Metrics
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # LLM upstreams (relay.llm)
+    pools: dict[str, UpstreamPool] = field(default_factory=dict)  # JSON-RPC upstreams, one pool per service
 
     def service_of(self, request: web.Request) -> str | None:
         """The service a request addresses: the path prefix if any, else the Host header's first label."""
@@ -319,17 +322,15 @@ class Proxy:
         return 200, b"[" + b",".join(call.answer or b"" for call in calls if not call.notification) + b"]"
 
     async def _upstream(self, service: str, body: bytes) -> bytes:
-        url = self.settings.upstreams[service]
-        timeout = aiohttp.ClientTimeout(total=self.settings.upstream_timeout)
+        pool = self.pools.get(service)
+        if pool is None:
+            pool = self.pools[service] = UpstreamPool(self.settings.upstreams[service], limit=UPSTREAM_CONNECTIONS)
         try:
-            async with self.session.post(url, data=body, headers={"Content-Type": _JSON}, timeout=timeout) as response:
-                answer = await response.read()
-                status = response.status
-        except TimeoutError:
-            seconds = self.settings.upstream_timeout
-            message = f"The upstream took over {seconds:g} s."
-            raise UpstreamError(_upstream_refusal(504, "upstream_timeout", message)) from None
-        except (aiohttp.ClientError, OSError) as error:
+            status, answer = await pool.post(body, self.settings.upstream_timeout)
+        except UpstreamConnectionError as error:
+            if error.timeout:
+                message = f"The upstream took over {self.settings.upstream_timeout:g} s."
+                raise UpstreamError(_upstream_refusal(504, "upstream_timeout", message)) from None
             logger.warning("upstream unreachable", extra={"service": service, "error": str(error)})
             raise UpstreamError(
                 _upstream_refusal(502, "upstream_unavailable", "The upstream is unreachable.")
