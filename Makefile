@@ -27,9 +27,9 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-# Anvil, Foundry's local Ethereum node (the reference relay's upstream in tests), from the npm registry at a pinned
-# version into .tools/ (git-ignored); the package ships the native binary. Without npm it says so and the relay's
-# end-to-end tests skip.
+# Anvil, Foundry's local Ethereum node (the reference relay's upstream in `make run` and the tests), from the npm registry at a pinned
+# version into .tools/ (git-ignored); the package ships the native binary. Without npm it says so, the relay's
+# end-to-end tests skip and `make run`'s live traffic stays synthetic.
 ANVIL_VERSION := 1.7.1
 anvil: .tools/.anvil-$(ANVIL_VERSION)
 .tools/.anvil-$(ANVIL_VERSION):
@@ -37,8 +37,9 @@ anvil: .tools/.anvil-$(ANVIL_VERSION)
 	npm install --prefix .tools --no-save --no-audit --no-fund --loglevel=error @foundry-rs/anvil@$(ANVIL_VERSION) && \
 	touch $@
 
-## make run: embedded PostgreSQL + Redis (unless DATABASE_URL / REDIS_URL are set), migrate, seed, web + worker + beat.
-run: deps
+## make run: embedded PostgreSQL + Redis (unless DATABASE_URL / REDIS_URL are set), migrate, seed, web + worker + beat,
+## and the reference relay in front of Anvil and the demo LLM upstream, which the simulator's live traffic goes through.
+run: deps anvil
 	$(PY) -m project.devstack run
 
 ## make test: the lint checks (make lint), then pytest (which also checks for missing migrations) with line and branch

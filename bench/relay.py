@@ -56,7 +56,7 @@ import config_feed  # bench/config_feed.py: 100,000 keys as bulk rows
 import ingest  # bench/ingest.py: stores, the running stack, waiting for aggregation
 from faults import calibrate, spawn, stop_group  # bench/faults.py: the calibration unit, child processes
 
-from relay.tests.anvil import anvil_binary
+from relay.anvil import anvil_binary
 
 ingest.BENCH_DB = "gatehouse_bench_relay"
 BASE_DIR = ingest.BASE_DIR

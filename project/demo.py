@@ -65,3 +65,9 @@ DEMO_ENDPOINTS: list[DemoEndpoint] = [
         "keys": ["ci"],
     },
 ]
+
+# What the reference relay `make run` starts serves, and from what: every EVM chain of the demo from the one local
+# Anvil (a demo chain, whatever the service is called), every model from the demo LLM upstream (relay.demo_llm).
+# Solana has no local node: its live traffic stays synthetic. project/tests checks these against the catalog.
+DEMO_EVM_SERVICES = ("eth-mainnet", "base", "arbitrum", "optimism", "polygon", "sepolia", "base-sepolia")
+DEMO_LLM_SERVICES = ("llama-3.1-70b-instruct", "llama-3.1-8b-instruct", "deepseek-v3", "qwen-2.5-72b-instruct")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -27,7 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from project.demo import DEMO_EMAIL, DEMO_PASSWORD
+from project.demo import DEMO_EMAIL, DEMO_EVM_SERVICES, DEMO_LLM_SERVICES, DEMO_PASSWORD
+from relay.anvil import anvil_binary
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("GATEHOUSE_DATA_DIR", BASE_DIR / ".data"))
@@ -35,6 +37,11 @@ STACK_FILE = DATA_DIR / "stack.env"
 DATABASE_NAME = "gatehouse"
 BACKFILL_MARKER = DATA_DIR / "simulator-backfilled"
 WEBHOOK_SECRET_FILE = DATA_DIR / "webhook-sink-secret"
+KEY_SECRETS_FILE = DATA_DIR / "demo-key-secrets.json"  # the demo keys' secrets, for the simulator (seed_demo)
+RELAY_SECRET_FILE = DATA_DIR / "relay-gateway-secret"  # the demo relay's gateway credential (seed_demo)
+RELAY_SPOOL_DIR = DATA_DIR / "relay-spool"
+RELAY_PORT = 8645
+RPC_EXAMPLE = '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}'
 
 
 # --- finding and starting servers -------------------------------------------------
@@ -232,7 +239,15 @@ class Supervisor:
         self._lock = threading.Lock()
         self._closed = False
 
-    def spawn(self, name: str, argv: list[str], *, essential: bool = True, die_with_parent: bool = True) -> None:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        essential: bool = True,
+        die_with_parent: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
         # A session of its own: Ctrl-C reaches only us, and we stop each group in order.
         # die_with_parent=False from a thread: a preexec_fn is unsafe once threads run.
         with self._lock:
@@ -240,7 +255,7 @@ class Supervisor:
                 return
             process = subprocess.Popen(
                 argv,
-                env=self.env,
+                env=self.env if env is None else env,
                 cwd=BASE_DIR,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if die_with_parent else None,
@@ -295,6 +310,77 @@ def after_backfill(supervisor: Supervisor, name: str, argv: list[str], marker: P
             time.sleep(1)
 
     threading.Thread(target=watch, name=f"after-backfill-{name}", daemon=True).start()
+
+
+@dataclass
+class DemoRelay:
+    """The reference relay `make run` starts, and its upstreams."""
+
+    url: str
+    anvil_url: str
+    llm_url: str
+    services: tuple[str, ...]
+
+
+def start_demo_relay(supervisor: Supervisor, env: dict[str, str], gatehouse_url: str) -> DemoRelay | None:
+    """Anvil, the demo LLM upstream and the relay (configured by environment variables, as an operator would),
+    following this Gatehouse's config feed with the credential seed_demo wrote. None when Anvil is not installed."""
+    binary = anvil_binary()
+    if binary is None:
+        say("[gatehouse] Anvil is not installed (`make anvil` needs npm): no relay, the live traffic stays synthetic")
+        return None
+    if not RELAY_SECRET_FILE.exists():  # pragma: no cover - seed_demo writes it before this runs
+        say(f"[gatehouse] {RELAY_SECRET_FILE} is missing: no relay, the live traffic stays synthetic")
+        return None
+    python = sys.executable
+    anvil_port, llm_port = free_port(), free_port()
+    relay_port = int(env.get("RELAY_PORT", RELAY_PORT))
+    if port_open("127.0.0.1", relay_port):
+        busy, relay_port = relay_port, free_port()
+        say(f"[gatehouse] port {busy} is in use: the relay listens on {relay_port} (RELAY_PORT=... chooses)")
+    anvil_url, llm_url = f"http://127.0.0.1:{anvil_port}", f"http://127.0.0.1:{llm_port}"
+    supervisor.spawn("anvil", [str(binary), "--port", str(anvil_port), "--silent"], essential=False)
+    supervisor.spawn("demo LLM upstream", [python, "-m", "relay.demo_llm", "--port", str(llm_port)], essential=False)
+    upstreams = dict.fromkeys(DEMO_EVM_SERVICES, anvil_url) | dict.fromkeys(DEMO_LLM_SERVICES, f"{llm_url}/v1")
+    relay_env = {name: value for name, value in env.items() if not name.startswith(("RELAY_", "GATEHOUSE_"))}
+    relay_env |= {
+        "GATEHOUSE_URL": gatehouse_url,
+        "GATEHOUSE_GATEWAY_SECRET": RELAY_SECRET_FILE.read_text().strip(),
+        "RELAY_PORT": str(relay_port),
+        "RELAY_UPSTREAMS": json.dumps(upstreams),
+        "RELAY_SPOOL_DIR": str(RELAY_SPOOL_DIR),
+        "RELAY_REGION": "local",
+    }
+    supervisor.spawn("relay", [python, "-m", "relay"], essential=False, env=relay_env)
+    return DemoRelay(f"http://127.0.0.1:{relay_port}", anvil_url, llm_url, tuple(upstreams))
+
+
+def relay_examples(relay: DemoRelay, secrets_file: Path = KEY_SECRETS_FILE) -> str:
+    """Lines of curl commands to try the relay with the demo keys (when their secrets are on file)."""
+    try:
+        keys = json.loads(secrets_file.read_text())
+    except (OSError, ValueError):
+        keys = {}
+    by_name = {value.get("name"): (key_id, value) for key_id, value in keys.items() if isinstance(value, dict)}
+    lines = []
+    if "ci" in by_name:  # Staging: no secret required
+        lines.append(f"curl -s {relay.url}/sepolia/v1/{by_name['ci'][0]} -d '{RPC_EXAMPLE}'")
+    if "api-server" in by_name:  # Wallet backend: the secret is required
+        key_id, value = by_name["api-server"]
+        lines.append(
+            f"curl -s {relay.url}/eth-mainnet/v1/{key_id} -H 'Authorization: Bearer {value['secret']}' "
+            f"-d '{RPC_EXAMPLE}'"
+        )
+    if "assistant" in by_name:
+        key_id, value = by_name["assistant"]
+        chat = '{"model":"llama-3.1-8b-instruct","messages":[{"role":"user","content":"hello there"}]}'
+        lines.append(
+            f"curl -s {relay.url}/llama-3.1-8b-instruct/v1/{key_id}/chat/completions "
+            f"-H 'Authorization: Bearer {value['secret']}' -d '{chat}'"
+        )
+    if not lines:
+        return "  Try:              the relay serves /<service>/v1/<key_id> (JSON-RPC) with a key of yours\n"
+    return "".join(f"  {'Try:' if n == 0 else '':<18}{line}\n" for n, line in enumerate(lines))
 
 
 def wait_until_serving(url: str, give_up: Callable[[], bool], timeout: float = 60.0) -> bool:
@@ -374,6 +460,7 @@ def command_run(args: argparse.Namespace) -> int:
                     essential=False,
                 )  # fmt: skip
                 seed += ["--webhook-url", sink_url, "--webhook-secret-file", str(WEBHOOK_SECRET_FILE)]
+                seed += ["--key-secrets-file", str(KEY_SECRETS_FILE), "--relay-credential-file", str(RELAY_SECRET_FILE)]
             run_checked([python, "manage.py", "migrate", "--noinput"], env)
             run_checked([python, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], env)
             if demo:
@@ -397,14 +484,24 @@ def command_run(args: argparse.Namespace) -> int:
                  "--schedule", str(DATA_DIR / "celerybeat-schedule")],
             )  # fmt: skip
             simulate = env.get("SIMULATE", "1").lower() not in ("0", "false", "no", "off")
-            if simulate and wait_until_serving(f"http://127.0.0.1:{port}/healthz", lambda: supervisor.stopping):
-                # The demo's gateway: a week of history on the first run (the marker remembers), then live.
+            serving = wait_until_serving(f"http://127.0.0.1:{port}/healthz", lambda: supervisor.stopping)
+            relay = start_demo_relay(supervisor, env, f"http://127.0.0.1:{port}") if demo and serving else None
+            if relay is not None and not wait_until_serving(f"{relay.url}/healthz", lambda: supervisor.stopping, 30):
+                say("[gatehouse] the relay did not load its config within 30 s; see its log above")
+            if simulate and serving:
+                # The demo's gateway: a week of history on the first run (the marker remembers), then live —
+                # through the relay, for the services it serves.
+                through_relay = (
+                    ["--relay", relay.url, "--relay-services", ",".join(relay.services),
+                     "--key-secrets", str(KEY_SECRETS_FILE)]
+                    if relay is not None else []
+                )  # fmt: skip
                 supervisor.spawn(
                     "simulator",
                     [python, "manage.py", "simulate_relays", "--url", f"http://127.0.0.1:{port}",
                      "--backfill-days", env.get("SIMULATE_BACKFILL_DAYS", "7"),
                      "--live-rate", env.get("SIMULATE_LIVE_RATE", "5"),
-                     "--once-marker", str(BACKFILL_MARKER)],
+                     "--once-marker", str(BACKFILL_MARKER), *through_relay],
                     essential=False,
                 )  # fmt: skip
                 if demo and not BACKFILL_MARKER.exists():
@@ -417,13 +514,24 @@ def command_run(args: argparse.Namespace) -> int:
             webhooks = (
                 f"  Webhooks:         demo receiver on {sink_url} prints each verified event\n" if sink_url else ""
             )
+            traffic = "none"
+            if simulate:
+                traffic = "simulated history, live requests through the relay" if relay else "simulated gateway"
+                traffic += " (SIMULATE=0 turns it off)"
+            relay_lines = (
+                f"  Relay:            {relay.url} — the reference relay; Anvil on {relay.anvil_url}, "
+                f"demo LLM upstream on {relay.llm_url}\n{relay_examples(relay)}"
+                if relay
+                else ""
+            )
             say(
                 "\n"
                 f"  Gatehouse is up:  http://127.0.0.1:{port}/\n"
                 f"  Demo login:       {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
                 f"  Database:         {database}\n"
                 f"  Redis:            {broker}\n"
-                f"  Traffic:          {'simulated gateway (SIMULATE=0 turns it off)' if simulate else 'none'}\n"
+                f"  Traffic:          {traffic}\n"
+                f"{relay_lines}"
                 f"{webhooks}"
                 "  Stop everything with Ctrl-C.\n"
             )
@@ -431,7 +539,7 @@ def command_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         status = 130
     finally:
-        say("[gatehouse] stopping web, worker, beat, the simulator and the webhook receiver ...")
+        say("[gatehouse] stopping web, worker, beat, the simulator, the relay, Anvil and the webhook receiver ...")
         supervisor.stop_all()
         STACK_FILE.unlink(missing_ok=True)
         servers.stop()

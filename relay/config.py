@@ -37,6 +37,7 @@ class Settings:
     feed_poll_interval: float = 1.0
     resnapshot_interval: float = 3600.0
     upstream_timeout: float = 15.0
+    llm_api_key: str | None = field(default=None, repr=False)  # sent to LLM upstreams as a Bearer token
     max_body_bytes: int = 1024 * 1024
     max_batch_calls: int = 100
     trusted_proxy_count: int = 0
@@ -136,6 +137,7 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         feed_poll_interval=read.number("RELAY_FEED_POLL_INTERVAL", 1.0, minimum=0.01, maximum=60),
         resnapshot_interval=read.number("RELAY_RESNAPSHOT_INTERVAL", 3600.0, minimum=1, maximum=7 * 86400),
         upstream_timeout=read.number("RELAY_UPSTREAM_TIMEOUT", 15.0, minimum=0.1, maximum=600),
+        llm_api_key=read.text("RELAY_LLM_API_KEY") or None,
         max_body_bytes=read.integer("RELAY_MAX_BODY_BYTES", 1024 * 1024, minimum=1024, maximum=64 * 1024 * 1024),
         max_batch_calls=read.integer("RELAY_MAX_BATCH", 100, minimum=1, maximum=10_000),
         trusted_proxy_count=read.integer("RELAY_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10),

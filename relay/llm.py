@@ -24,6 +24,7 @@ configured → gateway.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from relay.enforce import Refusal
 from relay.feed import KeyRecord
 from relay.proxy import Proxy, rfc3339
 from relay.usage import UsageRecord
+
+logger = logging.getLogger("relay.llm")
 
 OPERATIONS = {"chat/completions": "chat.completions", "embeddings": "embeddings"}
 # A 4xx the upstream answers about the request itself: the caller's to fix, passed through as it came.
@@ -193,17 +196,19 @@ def _upstream_url(proxy: Proxy, service: str) -> str | None:
 
 async def _forward(proxy: Proxy, service: str, url: str, body: bytes) -> Outcome:
     timeout = aiohttp.ClientTimeout(total=proxy.settings.upstream_timeout)
+    headers = {"Content-Type": "application/json"}
+    if proxy.settings.llm_api_key:  # a hosted OpenAI-compatible API: the operator's key, never the client's
+        headers["Authorization"] = f"Bearer {proxy.settings.llm_api_key}"
     try:
-        async with proxy.session.post(
-            url, data=body, headers={"Content-Type": "application/json"}, timeout=timeout
-        ) as response:
+        async with proxy.session.post(url, data=body, headers=headers, timeout=timeout) as response:
             answer = await response.read()
             status = response.status
     except TimeoutError:
         return _upstream_refusal(
             504, "upstream_timeout", f"The upstream took over {proxy.settings.upstream_timeout:g} s."
         )
-    except (aiohttp.ClientError, OSError):
+    except (aiohttp.ClientError, OSError) as error:
+        logger.warning("upstream unreachable", extra={"service": service, "error": repr(error)})
         return _upstream_refusal(502, "upstream_unavailable", "The upstream is unreachable.")
     try:
         decoded = _decoder.decode(answer)
@@ -222,6 +227,7 @@ async def _forward(proxy: Proxy, service: str, url: str, body: bytes) -> Outcome
         )
         return Outcome(429, answer if isinstance(decoded, dict) else openai_error(limited), "upstream", limited)
     if not 200 <= status < 300:
+        logger.warning("upstream error", extra={"service": service, "status": status, "answer": answer[:200]})
         return _upstream_refusal(502, "upstream_error", f"The upstream answered HTTP {status}.")
     tokens = _tokens(decoded)
     if tokens is None:

@@ -157,3 +157,50 @@ def test_after_the_backfill_the_monthly_budget_is_sized_so_that_85_percent_of_it
     # Both reach the demo receiver (the worker sends them once the seed's transaction commits).
     sent = WebhookDelivery.objects.filter(endpoint__url=url, event__type="budget.threshold_crossed")
     assert sorted(d.event.payload["threshold"] for d in sent) == [50, 80]
+
+
+@pytest.mark.django_db
+def test_the_demo_keys_secrets_and_a_relay_credential_are_written_for_make_run(tmp_path):
+    import json
+    import stat
+
+    from endpoints.keys import secret_hash
+    from endpoints.models import ApiKey, GatewayCredential
+
+    def live_credential(secret: str) -> bool:
+        return GatewayCredential.objects.filter(secret_hash=secret_hash(secret), revoked_at__isnull=True).exists()
+
+    secrets_file, credential_file = tmp_path / "keys.json", tmp_path / "relay-secret"
+    options = {"key_secrets_file": secrets_file, "relay_credential_file": credential_file}
+
+    _seed_with(**options)
+
+    written = json.loads(secrets_file.read_text())
+    keys = ApiKey.objects.filter(team__name=DEMO_TEAM_NAME)
+    assert set(written) == set(keys.values_list("key_id", flat=True))
+    for key in keys:
+        assert key.secret_hash == secret_hash(written[key.key_id]["secret"])
+        assert written[key.key_id]["name"] == key.name
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    first = credential_file.read_text()
+    assert live_credential(first)
+    # A second start: the keys exist (their secrets are not shown again, the file stays), a new credential replaces
+    # the old one.
+    _seed_with(**options)
+    assert json.loads(secrets_file.read_text()) == written
+    second = credential_file.read_text()
+    assert second != first
+    assert live_credential(second)
+    assert not live_credential(first)
+
+
+def test_the_relays_demo_upstreams_cover_the_demo_services_by_family():
+    from endpoints.catalog import SERVICES
+    from project.demo import DEMO_ENDPOINTS, DEMO_EVM_SERVICES, DEMO_LLM_SERVICES
+
+    family = {spec["id"]: spec["chain_family"] for spec in SERVICES}
+    demo_services = {service for endpoint in DEMO_ENDPOINTS for service in endpoint["services"]}
+    assert {family[s] for s in DEMO_EVM_SERVICES} == {"evm"}
+    assert {family[s] for s in DEMO_LLM_SERVICES} == {"llm"}
+    uncovered = demo_services - set(DEMO_EVM_SERVICES) - set(DEMO_LLM_SERVICES)
+    assert {family[s] for s in uncovered} == {"solana"}  # no local node: its live traffic stays synthetic

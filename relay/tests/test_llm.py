@@ -227,3 +227,29 @@ def test_no_upstream_is_503_gateway(
 def test_demo_upstream_counts_words_of_text_parts() -> None:
     parts = [{"role": "user", "content": [{"type": "text", "text": "two words"}, {"type": "image_url"}]}]
     assert demo_llm.prompt_tokens([*parts, {"role": "user", "content": "three more words"}]) == 5
+
+
+def test_the_operators_api_key_goes_to_the_upstream_and_the_clients_secret_does_not(
+    start_relay: Callable[..., RunningRelay],
+    gatehouse_url: str,
+    servers: Callable[..., str],
+    gatehouse: FakeGatehouse,
+) -> None:
+    seen: list[str | None] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", completions)
+    url = servers(upstream) + "/v1"
+    gatehouse.endpoints = [endpoint_record(services=[MODEL], secret_key_required=True)]
+    relay = start_relay(gatehouse_url, upstreams={MODEL: url}, llm_api_key="sk-operator")
+
+    response = chat(relay, Authorization="Bearer gk_test_secret")
+
+    assert response.status_code == 200
+    assert seen == ["Bearer sk-operator"]
+    (record,) = records(relay, gatehouse)
+    assert (record["input_tokens"], record["output_tokens"]) == (3, 2)

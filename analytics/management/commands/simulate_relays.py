@@ -3,6 +3,9 @@
 It reads the config feed and pushes usage batches exactly as a gateway does (gzip'ed NDJSON, one
 Idempotency-Key per batch, retries of the same body under the same key), so the demo's charts are fed
 by the same code path production traffic takes. The traffic itself comes from analytics.simulator.
+
+With --relay, the live phase sends real requests through the reference relay instead (analytics.relay_traffic):
+the relay serves them from its upstreams and reports their usage; relays it cannot serve stay synthetic.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from django.db import DatabaseError, close_old_connections
 
 from analytics import simulator
 from analytics.ingest import MAX_AGE, MAX_BYTES, MAX_RECORDS
+from analytics.relay_traffic import RelayTraffic
 from endpoints.models import GatewayCredential
 from endpoints.services import gateway_credential_create, gateway_credential_revoke, gateway_credentials_revoke
 
@@ -229,6 +233,7 @@ class Totals:
     batches: int = 0
     backfill_records: int = 0
     live_records: int = 0
+    relayed: int = 0  # live relays sent through the reference relay (it reports their usage)
 
 
 class Command(BaseCommand):
@@ -258,6 +263,13 @@ class Command(BaseCommand):
             "--once-marker", help="skip the backfill if this file exists; create it after a successful backfill"
         )
         parser.add_argument("--seed", type=int, help="random seed, to reproduce a run's traffic")
+        parser.add_argument("--relay", help="live: send requests through the reference relay at this base URL")
+        parser.add_argument(
+            "--relay-services", default="", help="live: the services the relay has upstreams for (comma-separated)"
+        )
+        parser.add_argument(
+            "--key-secrets", help="live: a JSON file {key_id: secret} (seed_demo --key-secrets-file writes one)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._validate(options)
@@ -277,7 +289,8 @@ class Command(BaseCommand):
         t = self.totals
         self.stdout.write(
             f"sent {t.records} records in {t.batches} batches ({t.backfill_records} backfill, {t.live_records} live) "
-            f"in {elapsed:.1f} s"
+            + (f"and {t.relayed} requests through the relay " if t.relayed else "")
+            + f"in {elapsed:.1f} s"
         )
 
     def _validate(self, options: dict[str, Any]) -> None:
@@ -289,6 +302,24 @@ class Command(BaseCommand):
             raise CommandError("--live-rate and --duration cannot be negative.")
         if not 1 <= options["batch_size"] <= MAX_RECORDS:
             raise CommandError(f"--batch-size must be 1–{MAX_RECORDS:,}.")
+        if options["relay"] and not options["relay"].startswith(("http://", "https://")):
+            raise CommandError("--relay must be the relay's http(s) base URL, e.g. http://127.0.0.1:8545.")
+        options["secrets"] = self._secrets(options["key_secrets"])
+
+    @staticmethod
+    def _secrets(path: str | None) -> dict[str, str]:
+        if not path:
+            return {}
+        try:
+            loaded = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            return {}  # not written yet (a database seeded before the file existed): those keys stay synthetic
+        except (OSError, ValueError) as error:
+            raise CommandError(f"--key-secrets {path}: {error}") from None
+        if not isinstance(loaded, dict):
+            raise CommandError(f"--key-secrets {path}: expected a JSON object of key id → secret.")
+        # A value is the secret, or seed_demo's {"name", "endpoint", "secret"}.
+        return {str(key): str(value["secret"] if isinstance(value, dict) else value) for key, value in loaded.items()}
 
     def _credential(self) -> tuple[GatewayCredential, str]:
         """A fresh credential, kept in memory only; earlier simulators' credentials are revoked first,
@@ -306,7 +337,8 @@ class Command(BaseCommand):
 
     def _run(self, client: GatewayClient, rng: random.Random, seed: int, options: dict[str, Any]) -> None:
         try:
-            keys = sim_keys(client.config(), options["team"])
+            config = client.config()
+            keys = sim_keys(config, options["team"])
             if not keys:
                 teams = f" of team(s) {', '.join(options['team'])}" if options["team"] else ""
                 raise CommandError(
@@ -319,13 +351,35 @@ class Command(BaseCommand):
             if options["backfill_days"]:
                 live_from = self._backfill(client, rng, keys, options)
             if options["live_rate"] and not self.stop.is_set():
-                self._live(client, rng, keys, live_from, options)
+                relay = None
+                if options["relay"]:
+                    relay = RelayTraffic(
+                        options["relay"].rstrip("/"),
+                        frozenset(s.strip() for s in options["relay_services"].split(",") if s.strip()),
+                        {e["endpoint_id"]: e for e in config.get("endpoints", [])},
+                        options["secrets"],
+                    )
+                    self._describe_relay(relay, keys)
+                try:
+                    self._live(client, rng, keys, live_from, options, relay)
+                finally:
+                    if relay is not None:
+                        relay.close()
         except GatewayRefusedError as error:
             raise CommandError(f"the gateway API refused a request: {error}") from None
         except GatewayUnavailableError as error:
             raise CommandError(str(error)) from None
         except StoppedWhileRetryingError:
             self.stderr.write("stopped while retrying; the last batch was not confirmed")
+
+    def _describe_relay(self, relay: RelayTraffic, keys: list[simulator.SimKey]) -> None:
+        pairs = [(key.key_id, key.endpoint_id, s.service_id) for key in keys for s in key.services]
+        routable = [p for p in pairs if relay.routable({"key_id": p[0], "endpoint_id": p[1], "service": p[2]})]
+        self.stdout.write(
+            f"live: through the relay at {relay.base_url}: {len(routable)} of {len(pairs)} key × service pairs "
+            "(the others — no upstream for the service, or no secret on file for a key that needs one — stay "
+            "synthetic)"
+        )
 
     def _send(self, client: GatewayClient, batches: Iterable[Batch], *, final: bool = False) -> Iterator[Batch]:
         """Send each batch; yields it once the server has committed it (202). A stop signal ends the
@@ -382,9 +436,10 @@ class Command(BaseCommand):
         keys: list[simulator.SimKey],
         cursor: datetime,
         options: dict[str, Any],
+        relay: RelayTraffic | None = None,
     ) -> None:
-        """Every 2 s, send the relays since the last send. The first window starts where the backfill
-        ended, so the charts have no gap; a slow send only makes the next window longer."""
+        """Every 2 s, send the relays since the last send — through the relay, those it can serve. The first window
+        starts where the backfill ended, so the charts have no gap; a slow send only makes the next window longer."""
         rate, duration = options["live_rate"], options["duration"]
         now = time.monotonic()
         deadline = now + duration if duration else math.inf
@@ -398,13 +453,26 @@ class Command(BaseCommand):
             window_end = datetime.now(UTC)
             records = simulator.live(rng, keys, cursor, window_end, rate)
             cursor = window_end
+            if relay is not None:
+                through, records = relay.split(records)
+                answered = relay.send(through, rng)
+                minute_records += answered
+                self.totals.live_records += answered
+                self.totals.relayed += answered
             batches = ndjson_batches(records, batch_size=options["batch_size"], max_bytes=MAX_BYTES)
             for batch in self._send(client, batches, final=stopping):
                 minute_records += batch.records
                 self.totals.live_records += batch.records
             now = time.monotonic()
             if now >= next_report:
-                self.stdout.write(f"live: {minute_records:,} records in the last minute, {self.totals.records:,} total")
+                answers = ""
+                if relay is not None and relay.answers:
+                    statuses = ", ".join(f"{status} × {n:,}" for status, n in sorted(relay.answers.items()))
+                    answers = f"; the relay answered {statuses}"
+                    relay.answers.clear()
+                self.stdout.write(
+                    f"live: {minute_records:,} records in the last minute, {self.totals.records:,} total{answers}"
+                )
                 minute_records, next_report = 0, now + 60
             if stopping or now >= deadline:
                 break

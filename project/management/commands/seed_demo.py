@@ -1,3 +1,4 @@
+import json
 import os
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -19,7 +20,14 @@ from billing import rating
 from billing.models import Invoice, InvoiceLine, Plan, SubscriptionStatus
 from billing.services import account_ensure, plan_limits_publish
 from endpoints.models import ApiKey, Endpoint
-from endpoints.services import api_key_create, api_key_update, endpoint_create, endpoint_update
+from endpoints.services import (
+    api_key_create,
+    api_key_update,
+    endpoint_create,
+    endpoint_update,
+    gateway_credential_create,
+    gateway_credentials_revoke,
+)
 from project.demo import DEMO_EMAIL, DEMO_ENDPOINTS, DEMO_NAME, DEMO_PASSWORD, DEMO_TEAM_NAME, DEMO_TEAMMATES
 from project.errors import ServiceError
 from webhooks.models import WebhookEndpoint
@@ -42,6 +50,7 @@ MONTHLY_BUDGET_NAME = "Monthly units"
 MONTHLY_BUDGET_THRESHOLDS = [50, 80, 100]
 MONTHLY_BUDGET_USED_SHARE = Decimal("0.85")
 WEBHOOK_DESCRIPTION = "Demo receiver (make run)"
+RELAY_CREDENTIAL = "demo-relay-"  # + a timestamp: the gateway credential of the relay `make run` starts
 
 
 class Command(BaseCommand):
@@ -60,6 +69,16 @@ class Command(BaseCommand):
             "--webhook-secret-file", type=Path, help="where its signing secret is written (mode 0600), for the receiver"
         )
         parser.add_argument(
+            "--key-secrets-file",
+            type=Path,
+            help="when the demo keys are created, their secrets are written here (mode 0600) for the simulator",
+        )
+        parser.add_argument(
+            "--relay-credential-file",
+            type=Path,
+            help="a fresh gateway credential for the demo relay (earlier ones revoked): its secret is written here",
+        )
+        parser.add_argument(
             "--after-traffic",
             action="store_true",
             help="the simulator's backfill is in: bring the ledger up to date, then add the monthly budget from it",
@@ -75,7 +94,16 @@ class Command(BaseCommand):
         url, secret_file = options.get("webhook_url"), options.get("webhook_secret_file")
         if bool(url) != bool(secret_file):
             raise CommandError("--webhook-url and --webhook-secret-file go together.")
+        self.key_secrets: dict[str, dict[str, str]] = {}
         team, owner = self._seed()
+        if self.key_secrets and options.get("key_secrets_file"):
+            _write_private(Path(options["key_secrets_file"]), json.dumps(self.key_secrets, indent=1) + "\n")
+        if options.get("relay_credential_file"):
+            gateway_credentials_revoke(name_prefix=RELAY_CREDENTIAL)
+            name = f"{RELAY_CREDENTIAL}{timezone.now():%Y%m%dT%H%M%S.%fZ}"  # names stay taken once revoked
+            credential, relay_secret = gateway_credential_create(name=name)
+            _write_private(Path(options["relay_credential_file"]), relay_secret)
+            self.stdout.write(f"Gateway credential {credential.prefix}… for the demo relay")
         if url and secret_file:  # first: the events the steps below emit reach the receiver
             self._webhook(team, owner, url, Path(secret_file))
         self._alerts(team, owner)
@@ -169,7 +197,9 @@ class Command(BaseCommand):
             if spec.get("security"):
                 endpoint_update(endpoint=endpoint, actor=owner, **spec["security"])
             for key_name in spec["keys"]:
-                api_key_create(endpoint=endpoint, name=key_name, actor=owner)
+                key, secret = api_key_create(endpoint=endpoint, name=key_name, actor=owner)
+                # Shown once: kept (in a file only its owner reads) for the simulator's requests and make run's curl.
+                self.key_secrets[key.key_id] = {"name": key_name, "endpoint": endpoint.name, "secret": secret}
             self.stdout.write(f"Created endpoint {endpoint.name} with {len(spec['keys'])} key(s)")
 
     def _webhook(self, team: Team, owner: User, url: str, secret_file: Path) -> None:
