@@ -8,10 +8,11 @@ bulk rows (bench/config_feed.py's seeding: teams × 10 endpoints × 10 keys), so
 holds them all; the keys the bench itself uses are made through the services.
 
 1. Throughput and added latency. One asyncio client (aiohttp, --concurrency keep-alive connections) sends
-   `eth_blockNumber` for --duration seconds straight to Anvil, then as long through the relay (each after a 2 s
-   warm-up): requests/s and their ratio. Latency is measured apart, at concurrency 1 so it is latency, not
-   queueing: --latency-requests sequential calls on one connection each, alternating direct / through the relay so
-   both see the same machine; added p50 (p99) = the relay's p50 (p99) minus the direct one.
+   `eth_blockNumber` for --duration seconds straight to Anvil and as long through the relay, in --rounds alternating
+   rounds (each after a 2 s warm-up), so a drifting machine weighs alike on both: requests/s and their ratio.
+   Latency is measured apart, at concurrency 1 so it is latency, not queueing: --latency-requests sequential calls on
+   one connection each, alternating direct / through the relay so both see the same machine; added p50 (p99) = the
+   relay's p50 (p99) minus the direct one.
 2. Revocation → refusal at the edge. --tries times: a key made with api_key_create, polled through the relay until
    it is served, then api_key_revoke; the clock runs from the service call to the first 401 through the relay
    (polled back to back, ~1 ms apart). Then, on a team of its own, team_suspend → the first 402 and team_unsuspend
@@ -21,7 +22,7 @@ holds them all; the keys the bench itself uses are made through the services.
    must hold exactly what the client was answered: its 200s as status_2xx, and every answer the relay records
    (all but unknown-key refusals) once as a request.
 
-    .venv/bin/python bench/relay.py [--duration 15 --concurrency 32 --tries 24 --keys 100000] [--quick]
+    .venv/bin/python bench/relay.py [--duration 15 --rounds 3 --concurrency 32 --tries 24 --keys 100000] [--quick]
 
 Exit status: 0 when every target is met, 1 when a result is wrong (a usage total off, a key never refused or never
 restored, an error answer under load), 2 when a target is missed. Every process it starts and its database are
@@ -208,6 +209,18 @@ class Load:
     failures: Counter[str] = field(default_factory=Counter)
     not_results: int = 0  # 200s whose body carries no JSON-RPC result
     cpu: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0  # seconds of load, warm-ups included (what the CPU laps cover)
+
+    def add(self, other: Load, cpu: dict[str, float]) -> None:
+        """Another round's figures into these."""
+        self.completed += other.completed
+        self.seconds += other.seconds
+        self.answers.update(other.answers)
+        self.failures.update(other.failures)
+        self.not_results += other.not_results
+        self.wall += other.seconds + WARMUP_S
+        for name, spent in cpu.items():
+            self.cpu[name] = self.cpu.get(name, 0.0) + spent
 
     @property
     def total(self) -> int:
@@ -514,6 +527,9 @@ def seed(keys: int) -> BenchSetup:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load each, direct and relayed (15)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating direct / relayed rounds the load time is split into (3)"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="client connections for throughput (32)")
     parser.add_argument("--latency-requests", type=int, default=3000, help="sequential calls each for latency (3000)")
     parser.add_argument("--tries", type=int, default=24, help="revocations, suspensions and resumptions (24 each)")
@@ -524,8 +540,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 s, 300 calls, 20 tries, 1,000 keys")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.latency_requests, args.tries, args.keys = 3.0, 300, MIN_TRIES, 1000
-    if min(args.duration, args.concurrency, args.latency_requests, args.tries, args.web_workers) <= 0 or args.keys < 0:
+        args.duration, args.rounds, args.latency_requests, args.tries, args.keys = 3.0, 1, 300, MIN_TRIES, 1000
+    if min(args.duration, args.rounds, args.concurrency, args.latency_requests, args.tries, args.web_workers) <= 0 or (
+        args.keys < 0
+    ):
         parser.error("durations and counts must be positive (--keys may be 0)")
     return args
 
@@ -559,10 +577,12 @@ def measure(args: argparse.Namespace, stores: ingest.Stores, bench: BenchSetup, 
         gatehouse_group = "gatehouse (gunicorn, celery)"
         clock = CpuClock({"client": [os.getpid()], "anvil": [anvil.pid], "relay": [relay.process.pid],
                           gatehouse_group: gatehouse_roots}, trees=frozenset({gatehouse_group}))  # fmt: skip
-        direct = asyncio.run(load(direct_url, args.concurrency, args.duration))
-        direct.cpu = clock.lap()
-        relayed = asyncio.run(load(relay_url, args.concurrency, args.duration))
-        relayed.cpu = clock.lap()
+        # Rounds alternate direct and relayed, so a machine whose speed drifts (a shared one does) is measured alike
+        # on both sides.
+        direct, relayed = Load(), Load()
+        for _ in range(args.rounds):
+            for total, url in ((direct, direct_url), (relayed, relay_url)):
+                total.add(asyncio.run(load(url, args.concurrency, args.duration / args.rounds)), clock.lap())
         for (status, reason), count in relayed.answers.items():
             tally.add(bench.load_key_id, status, reason, count)
         print(f"throughput: direct {direct.rate:,.0f} req/s, relayed {relayed.rate:,.0f} req/s", flush=True)
@@ -595,10 +615,11 @@ def report(args: argparse.Namespace, r: Results, tally: Tally) -> int:
 
     print("\n== relay benchmark ==")
     print(f"throughput       direct to Anvil {r.direct.rate:,.0f} req/s; through one relay process "
-          f"{r.relayed.rate:,.0f} req/s = {share:.1%} ({args.concurrency} connections, {args.duration:g} s each "
-          f"after {WARMUP_S:g} s warm-up, eth_blockNumber, one aiohttp client)")  # fmt: skip
-    print(f"CPU direct       {cpu_line(r.direct.cpu, args.duration + WARMUP_S, r.direct.total)}")
-    print(f"CPU relayed      {cpu_line(r.relayed.cpu, args.duration + WARMUP_S, r.relayed.total)}")
+          f"{r.relayed.rate:,.0f} req/s = {share:.1%} ({args.concurrency} connections, {args.duration:g} s each in "
+          f"{args.rounds} alternating rounds, each after {WARMUP_S:g} s warm-up, eth_blockNumber, one aiohttp "
+          "client)")  # fmt: skip
+    print(f"CPU direct       {cpu_line(r.direct.cpu, r.direct.wall, r.direct.total)}")
+    print(f"CPU relayed      {cpu_line(r.relayed.cpu, r.relayed.wall, r.relayed.total)}")
     print(f"latency          direct p50 {pct(d, 0.5):.3f} ms, p99 {pct(d, 0.99):.3f} ms; through the relay p50 "
           f"{pct(rl, 0.5):.3f} ms, p99 {pct(rl, 0.99):.3f} ms ({len(d):,} sequential calls each, one connection, "
           "alternating)")  # fmt: skip

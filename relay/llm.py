@@ -227,7 +227,10 @@ async def _forward(proxy: Proxy, service: str, url: str, body: bytes) -> Outcome
         )
         return Outcome(429, answer if isinstance(decoded, dict) else openai_error(limited), "upstream", limited)
     if not 200 <= status < 300:
-        logger.warning("upstream error", extra={"service": service, "status": status, "answer": answer[:200]})
+        logger.warning(
+            "upstream error",
+            extra={"service": service, "status": status, "answer": answer[:200].decode(errors="replace")},
+        )
         return _upstream_refusal(502, "upstream_error", f"The upstream answered HTTP {status}.")
     tokens = _tokens(decoded)
     if tokens is None:

@@ -337,7 +337,10 @@ class Proxy:
             ) from None
         if not 200 <= status < 300:
             message = f"The upstream answered HTTP {status}."
-            logger.warning("upstream error", extra={"service": service, "status": status, "answer": answer[:200]})
+            logger.warning(
+                "upstream error",
+                extra={"service": service, "status": status, "answer": answer[:200].decode(errors="replace")},
+            )
             raise UpstreamError(_upstream_refusal(502, "upstream_error", message))
         return answer
 

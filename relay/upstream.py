@@ -78,7 +78,8 @@ class _Connection(asyncio.Protocol):
 
     # the pool's side
     async def exchange(self, request: bytes, timeout: float) -> tuple[int, bytes]:
-        assert self.transport is not None
+        if self.closed or self.transport is None:  # a new connection the upstream closed before it was used
+            raise UpstreamConnectionError("The upstream closed the connection before answering.")
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
         self.chunks, self.size = [], 0

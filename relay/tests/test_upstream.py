@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import datetime
 import ipaddress
 import ssl
@@ -73,7 +74,10 @@ class Node:
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(scenario())  # type: ignore[arg-type]
+    """The scenario on a fresh event loop in a thread of its own: a browser test earlier in the same worker leaves
+    Playwright's loop running in the main thread, where asyncio.run refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result(timeout=60)  # type: ignore[arg-type]
 
 
 def test_calls_share_one_keep_alive_connection_and_send_exactly_the_body() -> None:
@@ -273,6 +277,26 @@ def test_https_upstreams_are_verified(tmp_path: Path, monkeypatch: pytest.Monkey
                     await pool.post(CALL, 2.0)
             pool.close()
 
-    asyncio.run(scenario(trusted=False))  # the system's CAs do not know this one
+    run(lambda: scenario(trusted=False))  # the system's CAs do not know this one
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
-    asyncio.run(scenario(trusted=True))
+    run(lambda: scenario(trusted=True))
+
+
+def test_a_new_connection_the_upstream_closes_at_once_fails_fast_not_at_the_timeout() -> None:
+    async def scenario() -> None:
+        async def close_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(f"http://127.0.0.1:{port}/")
+        loop = asyncio.get_running_loop()
+        for _ in range(5):
+            started = loop.time()
+            with pytest.raises(UpstreamConnectionError, match="closed the connection") as failure:
+                await pool.post(CALL, 5.0)
+            assert not failure.value.timeout
+            assert loop.time() - started < 2.0
+        server.close()
+
+    run(scenario)
