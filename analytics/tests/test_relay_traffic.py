@@ -117,3 +117,77 @@ def test_a_relay_that_is_not_there_answers_nothing() -> None:
     traffic = RelayTraffic("http://127.0.0.1:9", frozenset({"eth-mainnet"}), ENDPOINTS)
     assert traffic.send([record("eth_chainId")], random.Random(1)) == 0
     assert traffic.answers == {}
+
+
+# --- simulate_relays --relay against a live server ---------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_live_phase_goes_through_the_relay_for_the_services_it_serves(
+    live_server, team_a, owner_a, relay_url: str
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from analytics.models import Relay
+    from endpoints.services import api_key_create, endpoint_create
+
+    endpoint = endpoint_create(
+        team=team_a, name="Simulated", services=["eth-mainnet", "llama-3.1-8b-instruct"], actor=owner_a
+    )
+    key, _secret = api_key_create(endpoint=endpoint, name="sim", actor=owner_a)
+    out = StringIO()
+
+    call_command(
+        "simulate_relays", url=live_server.url, backfill_days=0, live_rate=40, duration=2.5, seed=3,
+        relay=relay_url, relay_services="eth-mainnet", stdout=out, stderr=StringIO(),
+    )  # fmt: skip
+
+    text = out.getvalue()
+    assert "through the relay at" in text
+    assert "1 of 2 key × service pairs" in text
+    assert Recorder.seen
+    assert {path for path, _headers, _body in Recorder.seen} == {f"/eth-mainnet/v1/{key.key_id}"}
+    assert f"and {len(Recorder.seen)} requests through the relay" in text
+    # What the relay serves is its to report; the rest is pushed as synthetic usage, as before.
+    assert set(Relay.objects.values_list("service", flat=True)) <= {"llama-3.1-8b-instruct"}
+
+
+@pytest.mark.django_db
+def test_a_relay_that_is_not_an_http_url_is_refused() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--relay must be"):
+        call_command("simulate_relays", relay="127.0.0.1:8645", stdout=StringIO(), stderr=StringIO())
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            '{"key_a": "gk_a", "key_b": {"name": "b", "endpoint": "E", "secret": "gk_b"}}',
+            {"key_a": "gk_a", "key_b": "gk_b"},
+        ),
+        (None, {}),  # not written yet: those keys stay synthetic
+        ("[1, 2]", "expected a JSON object"),
+        ("{not json", "--key-secrets"),
+    ],
+    ids=["secrets and seed_demo's records", "missing", "not an object", "not json"],
+)
+def test_the_key_secrets_file(tmp_path, content: str | None, expected: dict[str, str] | str) -> None:
+    from django.core.management.base import CommandError
+
+    from analytics.management.commands.simulate_relays import Command
+
+    path = tmp_path / "secrets.json"
+    if content is not None:
+        path.write_text(content)
+    if isinstance(expected, dict):
+        assert Command._secrets(str(path)) == expected
+    else:
+        with pytest.raises(CommandError, match=expected):
+            Command._secrets(str(path))

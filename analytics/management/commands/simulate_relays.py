@@ -288,9 +288,11 @@ class Command(BaseCommand):
         elapsed = time.monotonic() - self.started
         t = self.totals
         self.stdout.write(
-            f"sent {t.records} records in {t.batches} batches ({t.backfill_records} backfill, {t.live_records} live) "
-            + (f"and {t.relayed} requests through the relay " if t.relayed else "")
-            + f"in {elapsed:.1f} s"
+            f"sent {t.records} records in {t.batches} batches and {t.relayed} requests through the relay "
+            f"({t.backfill_records} backfill, {t.live_records} live) in {elapsed:.1f} s"
+            if t.relayed
+            else f"sent {t.records} records in {t.batches} batches ({t.backfill_records} backfill, "
+            f"{t.live_records} live) in {elapsed:.1f} s"
         )
 
     def _validate(self, options: dict[str, Any]) -> None:
@@ -471,7 +473,8 @@ class Command(BaseCommand):
                     answers = f"; the relay answered {statuses}"
                     relay.answers.clear()
                 self.stdout.write(
-                    f"live: {minute_records:,} records in the last minute, {self.totals.records:,} total{answers}"
+                    f"live: {minute_records:,} records in the last minute, "
+                    f"{self.totals.records + self.totals.relayed:,} total{answers}"
                 )
                 minute_records, next_report = 0, now + 60
             if stopping or now >= deadline:
