@@ -124,7 +124,7 @@ def test_a_relay_that_is_not_there_answers_nothing() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_live_phase_goes_through_the_relay_for_the_services_it_serves(
-    live_server, team_a, owner_a, relay_url: str
+    live_server, team_a, owner_a, team_b, outsider_b, relay_url: str
 ) -> None:
     from io import StringIO
 
@@ -137,11 +137,13 @@ def test_the_live_phase_goes_through_the_relay_for_the_services_it_serves(
         team=team_a, name="Simulated", services=["eth-mainnet", "llama-3.1-8b-instruct"], actor=owner_a
     )
     key, _secret = api_key_create(endpoint=endpoint, name="sim", actor=owner_a)
+    other = endpoint_create(team=team_b, name="Not simulated", services=["eth-mainnet"], actor=outsider_b)
+    api_key_create(endpoint=other, name="other", actor=outsider_b)  # another team's: --team leaves it out
     out = StringIO()
 
     call_command(
         "simulate_relays", url=live_server.url, backfill_days=0, live_rate=40, duration=2.5, seed=3,
-        relay=relay_url, relay_services="eth-mainnet", stdout=out, stderr=StringIO(),
+        team=[team_a.slug], relay=relay_url, relay_services="eth-mainnet", stdout=out, stderr=StringIO(),
     )  # fmt: skip
 
     text = out.getvalue()
@@ -151,7 +153,7 @@ def test_the_live_phase_goes_through_the_relay_for_the_services_it_serves(
     assert {path for path, _headers, _body in Recorder.seen} == {f"/eth-mainnet/v1/{key.key_id}"}
     assert f"and {len(Recorder.seen)} requests through the relay" in text
     # What the relay serves is its to report; the rest is pushed as synthetic usage, as before.
-    assert set(Relay.objects.values_list("service", flat=True)) <= {"llama-3.1-8b-instruct"}
+    assert set(Relay.objects.filter(key_id=key.pk).values_list("service", flat=True)) <= {"llama-3.1-8b-instruct"}
 
 
 @pytest.mark.django_db
