@@ -23,12 +23,10 @@ from relay.config import Settings
 from relay.enforce import Enforcer
 from relay.feed import ConfigStore, FeedFollower, snapshot_age
 from relay.observability import Metrics
-from relay.proxy import Proxy
+from relay.proxy import UPSTREAM_CONNECTIONS, Proxy
 from relay.usage import UsagePusher
 
 logger = logging.getLogger("relay")
-
-UPSTREAM_CONNECTIONS = 256
 
 
 @dataclass

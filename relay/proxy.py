@@ -44,7 +44,7 @@ UPSTREAM_RPC_ERRORS = frozenset({-32603, -32005})
 _SAFE_METHOD = re.compile(r"[\x20-\x7e]{1,128}")
 INVALID_METHOD = "invalid"  # the method recorded for a call that names none (unparsable, not an object)
 _JSON = "application/json"
-UPSTREAM_CONNECTIONS = 256  # per service
+UPSTREAM_CONNECTIONS = 256  # per upstream: the JSON-RPC pools here, the LLM upstreams' aiohttp session (relay.app)
 Payload = bytes | dict[str, Any]  # a body as bytes (the upstream's, passed on) or to encode
 
 
