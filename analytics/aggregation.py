@@ -19,6 +19,7 @@ a deadlock, the loser's transaction rolls back whole and its batches are retried
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -240,8 +241,14 @@ class CompactResult:
     days: int = 0
 
 
-# The open hour and day change with every run; recomputing them is throttled (closed ones go at once).
-OPEN_BUCKET_EVERY = timedelta(seconds=60)
+# The open hour and day change with every run; recomputing them is throttled (closed ones go at once). The open
+# hour is what the default views read (its day is read from hours: analytics.selectors._spans), so it is
+# recomputed right after each aggregation run, at most every OPEN_HOUR_EVERY seconds, and after a compaction that
+# took t seconds not again before OPEN_SHARE × t (compaction keeps to a fraction of a worker however large the
+# hour grows). The open day serves only the day-grain charts.
+OPEN_HOUR_EVERY = 2
+OPEN_DAY_EVERY = 60
+OPEN_SHARE = 4
 
 
 def compact_rollups(
@@ -253,7 +260,8 @@ def compact_rollups(
     aggregation run that adds to an hour while it is recomputed marks the hour dirty again (its insert
     waits for our claim to commit), so the next compaction includes it. `before` limits it to buckets
     before an instant (partition maintenance compacts a day before dropping its minutes). With
-    include_open=False the current hour and day are recomputed at most every OPEN_BUCKET_EVERY.
+    include_open=False the current hour and day are recomputed at most every OPEN_HOUR_EVERY and OPEN_DAY_EVERY
+    seconds (or OPEN_SHARE times what the last such compaction took, when that is longer).
     """
     result = CompactResult()
     now = datetime.now(UTC)
@@ -265,8 +273,11 @@ def compact_rollups(
         if grain == "day":
             open_bucket = open_bucket.replace(hour=0)
         upper = before
-        if not include_open and not cache.add(f"compact:open-{grain}", 1, timeout=OPEN_BUCKET_EVERY.total_seconds()):
+        throttle, every = f"compact:open-{grain}", OPEN_HOUR_EVERY if grain == "hour" else OPEN_DAY_EVERY
+        paced = not include_open and cache.add(throttle, 1, timeout=every)
+        if not include_open and not paced:
             upper = min(upper, open_bucket) if upper else open_bucket
+        started = time.perf_counter()
         while True:
             with transaction.atomic(), connection.cursor() as cursor:
                 limit = "AND bucket < %(before)s" if upper else ""
@@ -295,6 +306,9 @@ def compact_rollups(
                     result.hours += len(buckets)
                 else:
                     result.days += len(buckets)
+        spent = time.perf_counter() - started
+        if paced and spent * OPEN_SHARE > every:
+            cache.set(throttle, 1, timeout=math.ceil(spent * OPEN_SHARE))
     return result
 
 

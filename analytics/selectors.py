@@ -210,13 +210,15 @@ def _bucket_starts(rows: QuerySet[Any], step: str, tz: str) -> tuple[QuerySet[An
 
 def _spans(grain: str, start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
     """[start, end) at hour grain as the whole UTC days inside it (day rows) and the hours either side of
-    them: the same hour buckets, up to 24 times fewer rows. Other grains stay as they are."""
+    them: the same hour buckets, up to 24 times fewer rows. The current UTC day is read from its hours: its day
+    rows are recomputed only every aggregation.OPEN_DAY_EVERY, its open hour right after each aggregation run.
+    Other grains stay as they are."""
     if grain != "hour":
         return [(grain, start, end)]
     first_day = _utc_midnight(start)
     if first_day < start:
         first_day += timedelta(days=1)
-    last_day = _utc_midnight(end)
+    last_day = min(_utc_midnight(end), _utc_midnight(timezone.now()))
     if last_day <= first_day:
         return [("hour", start, end)]
     spans = [("hour", start, first_day), ("day", first_day, last_day), ("hour", last_day, end)]

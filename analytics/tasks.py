@@ -20,7 +20,8 @@ def aggregate_pending() -> dict[str, float]:
     """Roll up the committed batches not yet aggregated. Queued on commit (debounced) and by beat, both paced by
     AGGREGATION_INTERVAL_SECONDS; a run that fills its budget goes on, so a backlog still drains at once."""
     result = aggregation.aggregate_pending(time_budget_seconds=20.0, drain=False)
-    if result.batches:
+    if result.batches:  # the hours it touched, the open one included (paced): the default views read them
+        aggregation.compact_rollups(include_open=False)
         logger.info(
             "aggregated %s batches (%s records) in %.2f s",
             result.batches,
@@ -33,7 +34,7 @@ def aggregate_pending() -> dict[str, float]:
 
 @shared_task(ignore_result=True)
 def compact_rollups() -> dict[str, int]:
-    """Recompute dirty hours and days from the minute rollups (every 15 s by beat)."""
+    """Recompute dirty hours and days from the minute rollups (after each aggregation run, and every 15 s by beat)."""
     result = aggregation.compact_rollups(include_open=False)
     return {"hours": result.hours, "days": result.days}
 

@@ -168,7 +168,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "worker-heartbeat": {"task": "project.tasks.worker_heartbeat", "schedule": 30.0},
     # The sweeper: rolls up every committed batch not yet aggregated (ingestion also nudges on commit).
     "aggregate-pending": {"task": "analytics.tasks.aggregate_pending", "schedule": float(AGGREGATION_INTERVAL_SECONDS)},
-    # Hours and days are recomputed from minutes: the hour and day charts lag the minute ones by up to this.
+    # Hours and days are recomputed from minutes right after each aggregation run (the open hour paced, the open day
+    # every minute: analytics.aggregation); this sweeps what a run left, e.g. hours that closed since.
     "compact-rollups": {"task": "analytics.tasks.compact_rollups", "schedule": 15.0},
     "usage-partitions": {"task": "analytics.tasks.maintain_partitions", "schedule": 3600.0},
     "prune-config-changes": {"task": "endpoints.tasks.prune_config_changes", "schedule": 3600.0},
