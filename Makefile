@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CMD ?= help
 
-.PHONY: run test manage lint format audit deps deps-test chromium anvil bench-help clean
+.PHONY: run test manage lint format audit deps deps-test chromium pgbouncer anvil bench-help clean
 
 # Runtime dependencies, reinstalled only when requirements.txt changes.
 $(VENV)/.runtime-installed: requirements.txt
@@ -18,7 +18,7 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed requirements-dev.txt
 	@touch $@
 
 deps: $(VENV)/.runtime-installed
-deps-test: $(VENV)/.dev-installed chromium anvil
+deps-test: $(VENV)/.dev-installed chromium anvil pgbouncer
 
 # Browser tests drive Debian's Chromium; never a browser downloaded by a test tool.
 chromium:
@@ -26,6 +26,14 @@ chromium:
 		echo "Installing Debian's chromium package ..."; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# PgBouncer (transaction pooling) for the test and benchmark that run several web and worker processes through it;
+# Debian's package. They start their own instance; the package's own service is not used.
+pgbouncer:
+	@[ -x /usr/sbin/pgbouncer ] || { \
+		echo "Installing Debian's pgbouncer package ..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq pgbouncer >/dev/null; }
 
 # Anvil, Foundry's local Ethereum node (the reference relay's upstream in `make run` and the tests), from the npm registry at a pinned
 # version into .tools/ (git-ignored); the package ships the native binary. Without npm it says so, the relay's

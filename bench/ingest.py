@@ -38,7 +38,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from faults import calibrate  # bench/faults.py: the calibration unit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DB = "gatehouse_bench_ingest"
@@ -49,8 +52,8 @@ SAMPLE_INTERVAL = 0.5
 MB = 1024 * 1024
 
 TARGET_RECORDS_PER_S = 50_000
-TARGET_CEILING_SHARE = 0.25
-TARGET_RSS_MB = 300
+TARGET_BINARY_SHARE = 0.35  # of the same run's binary COPY: the path the product itself uses
+TARGET_RSS_MB = 200
 
 REGIONS = (("us-east-1", 0.5), ("eu-west-1", 0.3), ("ap-southeast-1", 0.2))
 # (status, error class, share): ~96.5 % success, user errors (not the gateway's fault), upstream, gateway.
@@ -329,9 +332,16 @@ class Stack:
     worker: subprocess.Popen[bytes]
     beat: subprocess.Popen[bytes]
     log_dir: Path
+    # With --pgbouncer: the second web instance (its own gunicorn on its own port) and Celery worker instance.
+    more: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    more_ports: list[int] = field(default_factory=list)
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port, *self.more_ports]
 
     def processes(self) -> dict[str, subprocess.Popen[bytes]]:
-        return {"gunicorn": self.gunicorn, "celery worker": self.worker, "celery beat": self.beat}
+        return {"gunicorn": self.gunicorn, "celery worker": self.worker, "celery beat": self.beat, **dict(self.more)}
 
     def check_alive(self) -> None:
         """Fail if any process under test has exited (running_stack then prints the logs)."""
@@ -381,11 +391,15 @@ def _stop(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> No
 
 
 @contextlib.contextmanager
-def running_stack(env: dict[str, str], web_workers: int, aggregators: int) -> Iterator[Stack]:
-    """gunicorn (sync workers), one Celery worker (concurrency 1) and beat; stopped on the way out, whatever happens."""
+def running_stack(env: dict[str, str], web_workers: int, aggregators: int, instances: int = 1) -> Iterator[Stack]:
+    """gunicorn (sync workers), a Celery worker (`aggregators` processes) and beat — with instances=2, two gunicorns on
+    two ports and two Celery workers, as on two machines —; stopped on the way out, whatever happens."""
     python = sys.executable
     port = free_port()
     started: list[subprocess.Popen[bytes]] = []
+    names = ["gunicorn", "celery worker", "celery beat"] + [
+        f"{kind} {n}" for n in range(2, instances + 1) for kind in ("gunicorn", "celery worker")
+    ]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         log_dir = Path(tmp)
         try:
@@ -411,10 +425,28 @@ def running_stack(env: dict[str, str], web_workers: int, aggregators: int) -> It
             )  # fmt: skip
             started.append(beat)
             stack = Stack(port, gunicorn, worker, beat, log_dir)
+            for n in range(2, instances + 1):
+                more_port = free_port()
+                more_web = _spawn(
+                    f"gunicorn {n}",
+                    [python, "-m", "gunicorn", "project.wsgi:application", "--worker-class", "sync",
+                     "--workers", str(web_workers), "--bind", f"127.0.0.1:{more_port}"],
+                    env, log_dir,
+                )  # fmt: skip
+                started.append(more_web)
+                more_worker = _spawn(
+                    f"celery worker {n}",
+                    [python, "-m", "celery", "-A", "project", "worker", "--concurrency", str(aggregators),
+                     "--loglevel", "WARNING", "--hostname", f"worker{n}@%h"],
+                    env, log_dir,
+                )  # fmt: skip
+                started.append(more_worker)
+                stack.more += [(f"gunicorn {n}", more_web), (f"celery worker {n}", more_worker)]
+                stack.more_ports.append(more_port)
             wait_for_health(stack)
             yield stack
         except BaseException:
-            for name in ("gunicorn", "celery worker", "celery beat"):
+            for name in names:
                 tail = (log_dir / f"{name.replace(' ', '-')}.log").read_text(errors="replace")[-3000:]
                 if tail.strip():
                     print(f"--- {name} log (tail) ---\n{tail}", file=sys.stderr)
@@ -426,13 +458,17 @@ def running_stack(env: dict[str, str], web_workers: int, aggregators: int) -> It
 def wait_for_health(stack: Stack, timeout: float = 60.0) -> None:
     """Poll GET /healthz until gunicorn answers 200."""
     deadline = time.monotonic() + timeout
+    waiting = list(stack.ports)
     while time.monotonic() < deadline:
         stack.check_alive()
-        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=2)
+        conn = http.client.HTTPConnection("127.0.0.1", waiting[0], timeout=2)
         try:
             conn.request("GET", "/healthz")
             if conn.getresponse().status == 200:
-                return
+                waiting.pop(0)
+                if not waiting:
+                    return
+                continue
         except OSError:
             pass
         finally:
@@ -445,7 +481,7 @@ def wait_for_health(stack: Stack, timeout: float = 60.0) -> None:
 
 
 KINDS = ("gunicorn master", "gunicorn worker", "celery worker", "celery pool child", "celery beat",
-         "postgres", "postgres (shared)", "redis", "benchmark client")  # fmt: skip
+         "postgres", "postgres (shared)", "redis", "pgbouncer", "benchmark client")  # fmt: skip
 RSS_KINDS = ("gunicorn master", "gunicorn worker", "celery worker", "celery pool child", "celery beat")
 # Titles of PostgreSQL's own processes, which serve every database (ours included).
 POSTGRES_SHARED = ("checkpointer", "background writer", "walwriter", "autovacuum launcher", "logical replication",
@@ -519,8 +555,7 @@ class Monitor(threading.Thread):
         import psutil
 
         found: list[tuple[str, Any]] = []
-        roots = (("gunicorn", self.stack.gunicorn.pid), ("celery worker", self.stack.worker.pid),
-                 ("celery beat", self.stack.beat.pid))  # fmt: skip
+        roots = [(name.rstrip(" 0123456789"), process.pid) for name, process in self.stack.processes().items()]
         for name, pid in roots:
             try:
                 root = self._process(pid)
@@ -542,6 +577,8 @@ class Monitor(threading.Thread):
                         found.append((kind, proc))
                 elif name.startswith("redis-server"):
                     found.append(("redis", proc))
+                elif name == "pgbouncer":
+                    found.append(("pgbouncer", proc))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         found.append(("benchmark client", self._process(os.getpid())))
@@ -629,8 +666,10 @@ class SenderTotals:
 class Sender:
     """Hands out send numbers to client threads; each thread posts over its own HTTPConnection."""
 
-    def __init__(self, port: int, secret: str, templates: list[Template], sends: int, first_sequence: int):
-        self.port = port
+    def __init__(
+        self, port: int | list[int], secret: str, templates: list[Template], sends: int, first_sequence: int
+    ) -> None:
+        self.ports = port if isinstance(port, list) else [port]  # client threads take them in turn
         self.headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/x-ndjson"}
         self.templates = templates
         self.sends = sends
@@ -652,9 +691,9 @@ class Sender:
         response = conn.getresponse()
         return response.status, response.read()
 
-    def client(self, totals: SenderTotals) -> None:
+    def client(self, totals: SenderTotals, port: int) -> None:
         """A client thread: take a send number, post that template with fresh relay ids and a fresh key."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         try:
             while (n := self._take()) is not None:
                 template = self.templates[n % len(self.templates)]
@@ -690,7 +729,9 @@ class Sender:
         """Run every send from `concurrency` threads; return the merged totals."""
         per_thread = [SenderTotals() for _ in range(concurrency)]
         threads = [
-            threading.Thread(target=self.client, args=(t,), name=f"client-{i}", daemon=True)
+            threading.Thread(
+                target=self.client, args=(t, self.ports[i % len(self.ports)]), name=f"client-{i}", daemon=True
+            )
             for i, t in enumerate(per_thread)
         ]
         for thread in threads:
@@ -854,6 +895,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--aggregators", type=int, default=2, help="Celery worker processes (default 2)")
     parser.add_argument("--drain-timeout", type=float, default=600, help="seconds to wait for aggregation (600)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {BENCH_DB} database afterwards")
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="two web and two worker instances, all through PgBouncer in transaction pooling mode",
+    )
     args = parser.parse_args(argv)
     if min(args.records, args.batch_size, args.concurrency, args.web_workers, args.templates) < 1:
         parser.error("every count must be at least 1")
@@ -895,13 +941,31 @@ def measure(args: argparse.Namespace, stores: Stores, secret: str, templates: li
     """Start the stack, warm it up, send the load, wait for the aggregation to drain; stop the stack."""
     sends = math.ceil(args.records / args.batch_size)
     warm = warmup_body(templates[0], min(100, args.batch_size))
-    with running_stack(stores.child_env, args.web_workers, args.aggregators) as stack:
-        print(f"stack up: gunicorn ({args.web_workers} sync workers) on 127.0.0.1:{stack.port}, celery worker, beat")
+    instances = 2 if args.pgbouncer else 1
+    with contextlib.ExitStack() as resources:
+        env = stores.child_env
+        if args.pgbouncer:
+            import psycopg
+            from psycopg import sql
+
+            from project.devstack import pgbouncer
+
+            with psycopg.connect(stores.admin_url, autocommit=True) as admin:  # PgBouncer passes no startup options
+                admin.execute(sql.SQL("ALTER DATABASE {} SET jit = off").format(sql.Identifier(BENCH_DB)))
+            pooled = resources.enter_context(pgbouncer(stores.database_url, pool_size=20))
+            env = env | {"DATABASE_URL": pooled, "DATABASE_TRANSACTION_POOLING": "1",
+                         "DATABASE_DIRECT_URL": stores.database_url}  # fmt: skip
+            print(f"PgBouncer (transaction pooling, 20 server connections) on {urlsplit(pooled).netloc}")
+        stack = resources.enter_context(running_stack(env, args.web_workers, args.aggregators, instances))
+        where = " and ".join(f"127.0.0.1:{port}" for port in stack.ports)
+        print(f"stack up: {instances} × gunicorn ({args.web_workers} sync workers) on {where}, {instances} × celery "
+              f"worker ({args.aggregators} processes), beat")  # fmt: skip
         monitor = Monitor(stack, stores.database_url)
         monitor.start()
         try:
             # Warm-up: every web worker loads its code, connects, creates partitions; the worker aggregates once.
-            warmup = Sender(stack.port, secret, [warm], 4 * args.web_workers, first_sequence=0xE0000000).run(2)
+            warmup = Sender(stack.ports, secret, [warm], 4 * args.web_workers * instances,
+                            first_sequence=0xE0000000).run(2 * instances)  # fmt: skip
             if warmup.failures:
                 raise RuntimeError(f"warm-up refused: {warmup.failures[0]}")
             wait_until_aggregated(stores.database_url, stack, timeout=60)
@@ -909,7 +973,7 @@ def measure(args: argparse.Namespace, stores: Stores, secret: str, templates: li
             time.sleep(2)
             idle = monitor.checkpoint(reset_lag=True)
 
-            sent = Sender(stack.port, secret, templates, sends, first_sequence=0).run(args.concurrency)
+            sent = Sender(stack.ports, secret, templates, sends, first_sequence=0).run(args.concurrency)
             sends_done = time.perf_counter()
             sending = monitor.checkpoint()
             backlog = pending(stores.database_url)
@@ -967,7 +1031,7 @@ def run(args: argparse.Namespace, stores: Stores) -> int:
     print(f"end to end       {rate:,.0f} records/s (sent → every record in the minute rollups)")
     print(
         f"hours and days   recomputed from the minutes {m.compacted - m.end:.1f} s later "
-        "(closed ones at once, the open hour and day at most every 60 s)"
+        "(right after each aggregation run: the open hour paced, the open day every 60 s)"
     )
     print(
         f"acknowledged     {sent.records / max(sent.last_ack - sent.first_send, 1e-9):,.0f} records/s "
@@ -1003,7 +1067,10 @@ def run(args: argparse.Namespace, stores: Stores) -> int:
     peak = max(m.peak_rss_mb.values(), default=0.0)
     targets = [
         (f"end to end ≥ {TARGET_RECORDS_PER_S:,} records/s ({rate:,.0f})", rate >= TARGET_RECORDS_PER_S),
-        (f"≥ {TARGET_CEILING_SHARE:.0%} of the COPY ceiling ({ratio:.1%})", ratio >= TARGET_CEILING_SHARE),
+        (
+            f"≥ {TARGET_BINARY_SHARE:.0%} of the same run's binary COPY ({rate / binary_ceiling:.1%})",
+            rate >= TARGET_BINARY_SHARE * binary_ceiling,
+        ),
         (f"every process ≤ {TARGET_RSS_MB} MB RSS (peak {peak:.0f} MB)", peak <= TARGET_RSS_MB),
         ("rollup totals exact", verdict == "OK"),
         ("no batch refused", not sent.failures),
@@ -1024,6 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    print(f"cu {calibrate():.1f} ms (best of 5 × sum(range(10**6)) in a fresh process)", flush=True)
     stores = setup_stores()
     try:
         return run(args, stores)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import msgspec
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -17,6 +22,7 @@ from project.api import ErrorSerializer
 from project.params import parse_int
 
 _encoder = msgspec.json.Encoder()
+R = TypeVar("R", bound=HttpResponseBase)
 
 
 def json_response(request: Request, body: dict, *, etag: str, status: int = 200) -> HttpResponse:
@@ -30,10 +36,51 @@ def json_response(request: Request, body: dict, *, etag: str, status: int = 200)
             payload = gzip.compress(payload, compresslevel=5, mtime=0)
             response["Content-Encoding"] = "gzip"
         response.content = payload
+    return _feed_headers(response, etag)
+
+
+def _feed_headers(response: R, etag: str) -> R:
     response["ETag"] = etag
     response["Vary"] = "Accept-Encoding"
     response["Cache-Control"] = "no-store"
     return response
+
+
+# Streamed snapshots are compressed as they go, at a level that keeps up with the encoding (bench/config_feed.py).
+SNAPSHOT_GZIP_LEVEL = 5
+
+
+def _gzipped(chunks: Iterable[bytes], close: Callable[[], None]) -> Iterator[bytes]:
+    """gzip of the chunks, each compressed on a thread of its own while the next is read and encoded (zlib lets go
+    of the GIL, so the two share the machine's cores); one compressor thread keeps the order."""
+    compressor = zlib.compressobj(SNAPSHOT_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feed-gzip") as pool:
+            pending: Future[bytes] | None = None
+            for chunk in chunks:
+                compressing = pool.submit(compressor.compress, chunk)
+                if pending is not None and (out := pending.result()):
+                    yield out
+                pending = compressing
+            if pending is not None and (out := pending.result()):
+                yield out
+        yield compressor.flush()
+    finally:
+        close()
+
+
+def snapshot_response(request: Request, snapshot: feed.Snapshot) -> HttpResponseBase:
+    """The snapshot streamed as it is read (gzip when the gateway accepts it), or 304 when the gateway has it."""
+    etag = f'W/"snap-{snapshot.cursor}"'
+    if etag in request.headers.get("If-None-Match", ""):
+        snapshot.close()
+        return _feed_headers(HttpResponse(status=304), etag)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response = StreamingHttpResponse(_gzipped(snapshot, snapshot.close), content_type="application/json")
+        response["Content-Encoding"] = "gzip"
+    else:
+        response = StreamingHttpResponse(snapshot, content_type="application/json")
+    return _feed_headers(response, etag)
 
 
 _ENDPOINT = inline_serializer(
@@ -163,7 +210,7 @@ class ConfigFeedAPI(APIView):
         },
         tags=["gateway"],
     )
-    def get(self, request: Request) -> HttpResponse:
+    def get(self, request: Request) -> HttpResponseBase:
         since_raw = request.query_params.get("since")
         limit_raw = request.query_params.get("limit", str(feed.DEFAULT_CHANGES_LIMIT))
         limit = parse_int(limit_raw, minimum=1, maximum=feed.MAX_CHANGES_LIMIT)
@@ -176,8 +223,7 @@ class ConfigFeedAPI(APIView):
                 status=400,
             )
         if since_raw is None and limit is not None:
-            body = feed.snapshot()
-            return json_response(request, body, etag=f'W/"snap-{body["cursor"]}"')
+            return snapshot_response(request, feed.Snapshot())
         since = parse_int(since_raw, minimum=0, maximum=2**62)
         if since is None or limit is None:
             return json_response(

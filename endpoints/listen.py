@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dj_database_url
 import psycopg
 from django.conf import settings
 from django.db import connection
@@ -61,10 +62,16 @@ def waiter_slot() -> Iterator[bool]:
 
 
 def _connection_params() -> dict[str, Any]:
-    # Django's own parameters (test database name, timeouts, server options), for a connection it does not manage.
+    # Django's own parameters (test database name, timeouts, server options), for a connection it does not manage;
+    # straight to PostgreSQL when Django's go through a transaction pooler (LISTEN needs a session of its own).
     params = connection.get_connection_params()
     params.pop("cursor_factory", None)
     params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    if settings.DATABASE_DIRECT_URL != settings.DATABASE_URL:
+        direct: dict[str, Any] = dict(dj_database_url.parse(settings.DATABASE_DIRECT_URL))
+        params.update({key: direct[name] for key, name in (("host", "HOST"), ("port", "PORT"), ("user", "USER"),
+                       ("password", "PASSWORD")) if direct.get(name)})  # fmt: skip
     params["application_name"] = APPLICATION_NAME
     return params
 

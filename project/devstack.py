@@ -15,10 +15,12 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from project.demo import DEMO_EMAIL, DEMO_EVM_SERVICES, DEMO_LLM_SERVICES, DEMO_PASSWORD
 from relay.anvil import anvil_binary
@@ -91,6 +93,50 @@ def local_redis_url(db: int = 0) -> str | None:
     except redis.RedisError:
         return None
     return f"redis://127.0.0.1:6379/{db}"
+
+
+PGBOUNCER = "/usr/sbin/pgbouncer"  # Debian's package (make deps-test installs it)
+
+
+@contextlib.contextmanager
+def pgbouncer(database_url: str, *, pool_size: int = 20) -> Iterator[str]:
+    """Debian's PgBouncer in transaction pooling mode in front of database_url's server, for as long as the block
+    runs; yields database_url as it reads through PgBouncer. (Started as the postgres user when we are root: it
+    refuses to run as root; its files are in a directory of its own under the system's temporary directory.)"""
+    parts = urlsplit(database_url)
+    host = parts.hostname or dict(parse_qsl(parts.query)).get("host") or "127.0.0.1"
+    port = free_port()
+    work_dir = Path(tempfile.mkdtemp(prefix="gatehouse-pgbouncer-"))
+    work_dir.chmod(0o777)
+    (work_dir / "users.txt").write_text(
+        f'"{unquote(parts.username or "postgres")}" "{unquote(parts.password or "")}"\n'
+    )
+    ini = work_dir / "pgbouncer.ini"
+    ini.write_text(
+        f"[databases]\n* = host={host} port={parts.port or 5432}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = trust\n"
+        f"auth_file = {work_dir / 'users.txt'}\npool_mode = transaction\ndefault_pool_size = {pool_size}\n"
+        f"max_client_conn = 1000\nlogfile = {work_dir / 'pgbouncer.log'}\n"
+    )
+    argv = [PGBOUNCER, *(["-u", "postgres"] if os.getuid() == 0 else []), str(ini)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = work_dir / "pgbouncer.log"
+                raise RuntimeError(f"pgbouncer did not start: {log.read_text()[-1500:] if log.exists() else ''}")
+            time.sleep(0.05)
+        userinfo = parts.netloc.rpartition("@")[0]
+        yield urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}",
+                                        query=""))  # fmt: skip
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        if process.poll() is None:
+            process.kill()
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def ensure_database(server_url: str, name: str) -> None:

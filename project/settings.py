@@ -119,6 +119,18 @@ DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_
 # 20-30 ms it spends compiling never pays back on queries that run in tens of ms (bench/dashboard.py).
 _pg_options = DATABASES["default"]["OPTIONS"].get("options", "")
 DATABASES["default"]["OPTIONS"]["options"] = f"{_pg_options} -c jit=off".strip()
+# Behind PgBouncer in transaction pooling mode (DATABASE_TRANSACTION_POOLING=1) a server connection is ours for one
+# transaction only, so nothing may outlive one: psycopg's prepared statements (PgBouncer 1.18 does not track them)
+# and server-side cursors are off, and no startup options are sent (PgBouncer refuses them: turn jit off on the
+# database instead, ALTER DATABASE … SET jit = off). Advisory locks are transaction-scoped here already. LISTEN needs
+# a session of its own: the config feed's long-poll listens on DATABASE_DIRECT_URL, PostgreSQL itself (README,
+# "More than one machine").
+DATABASE_TRANSACTION_POOLING = env_bool("DATABASE_TRANSACTION_POOLING", False)
+if DATABASE_TRANSACTION_POOLING:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
+    DATABASES["default"]["OPTIONS"].pop("options")
+DATABASE_DIRECT_URL = env_url("DATABASE_DIRECT_URL", DATABASE_URL, schemes=("postgres", "postgresql", "pgsql"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"), required=True)

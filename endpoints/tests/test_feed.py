@@ -24,11 +24,13 @@ from endpoints.services import (
     endpoint_create,
     endpoint_delete,
     endpoint_set_paused,
+    endpoint_suspend,
     endpoint_update,
     gateway_credential_create,
     gateway_credential_revoke,
     team_suspend,
     team_unsuspend,
+    traffic_stop,
 )
 
 pytestmark = pytest.mark.django_db
@@ -45,10 +47,16 @@ def endpoint(team_a, owner_a):
     return endpoint_create(team=team_a, name="Wallet", services=["eth-mainnet", "base"], actor=owner_a)
 
 
+def body_of(response) -> bytes:
+    """A response's body, whole: the snapshot is streamed."""
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
 def feed(client, **params):
     response = client.get("/api/gateway/v1/config", params)
-    assert response.status_code == 200, response.content
-    return response.json()
+    body = body_of(response)
+    assert response.status_code == 200, body
+    return json.loads(body)
 
 
 def test_snapshot_lists_live_endpoints_and_usable_keys(gateway, endpoint, owner_a, team_a):
@@ -215,12 +223,80 @@ def test_etag_gives_304_when_nothing_changed(gateway, endpoint, owner_a):
     again = gateway.get("/api/gateway/v1/config", HTTP_IF_NONE_MATCH=first["ETag"])
     assert again.status_code == 304
     assert again.content == b""
-    cursor = first.json()["cursor"]
+    cursor = json.loads(body_of(first))["cursor"]
     poll = gateway.get("/api/gateway/v1/config", {"since": cursor})
     assert gateway.get("/api/gateway/v1/config", {"since": cursor}, HTTP_IF_NONE_MATCH=poll["ETag"]).status_code == 304
     api_key_create(endpoint=endpoint, name="k", actor=owner_a)
     assert gateway.get("/api/gateway/v1/config", HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 200
     assert gateway.get("/api/gateway/v1/config", {"since": cursor}, HTTP_IF_NONE_MATCH=poll["ETag"]).status_code == 200
+
+
+def test_the_snapshot_is_streamed_a_chunk_of_keys_at_a_time(gateway, endpoint, owner_a, monkeypatch):
+    monkeypatch.setattr(feed_module, "SNAPSHOT_CHUNK", 2)
+    created = {api_key_create(endpoint=endpoint, name=f"k{n}", actor=owner_a)[0].key_id for n in range(5)}
+    response = gateway.get("/api/gateway/v1/config")
+    assert response.streaming
+    pieces = list(response.streaming_content)
+    assert [piece.count(b'"secret_sha256"') for piece in pieces if b'"secret_sha256"' in piece] == [2, 2, 1]
+    assert sum(b'"allowlists"' in piece for piece in pieces) == 1  # the endpoints: one chunk of one
+    body = json.loads(b"".join(pieces))
+    assert {key["key_id"] for key in body["keys"]} == created
+    assert body["cursor"] == str(ConfigChange.objects.latest("id").id) == response["ETag"].split("-")[1].strip('"')
+    assert [e["endpoint_id"] for e in body["endpoints"]] == [endpoint.public_id]
+    zipped = gateway.get("/api/gateway/v1/config", HTTP_ACCEPT_ENCODING="gzip")
+    assert json.loads(gzip.decompress(b"".join(zipped.streaming_content)))["keys"] == body["keys"]
+
+
+def test_a_snapshot_holds_no_transaction_and_its_rows_are_at_least_as_new_as_its_cursor(
+    gateway, endpoint, owner_a, monkeypatch
+):
+    monkeypatch.setattr(feed_module, "SNAPSHOT_CHUNK", 1)
+    keys = [api_key_create(endpoint=endpoint, name=f"k{n}", actor=owner_a)[0] for n in range(3)]
+    depth = len(connection.savepoint_ids)
+    snapshot = feed_module.Snapshot()
+    assert len(connection.savepoint_ids) == depth  # nothing held while the gateway reads (nor if it hangs up)
+    pieces = [next(iter(snapshot))]  # the head: endpoints and services
+    api_key_revoke(key=keys[2], actor=owner_a)  # changes after the cursor, while the snapshot is being read
+    added, _ = api_key_create(endpoint=endpoint, name="late", actor=owner_a)
+    pieces += list(snapshot)
+    listed = {key["key_id"] for key in json.loads(b"".join(pieces))["keys"]}
+    assert listed == {keys[0].key_id, keys[1].key_id, added.key_id}
+    changed = {c["key"]["key_id"]: c["key"]["status"] for c in feed(gateway, since=snapshot.cursor)["changes"]
+               if c["type"] == "key"}  # fmt: skip
+    assert changed == {keys[2].key_id: "revoked", added.key_id: "active"}  # the gateway ends up right either way
+    unread = feed_module.Snapshot()
+    next(iter(unread))
+    unread.close()  # the gateway hung up
+    assert len(connection.savepoint_ids) == depth
+
+
+def test_snapshot_statuses_equal_the_change_feeds_for_every_reason(gateway, team_a, owner_a, monkeypatch):
+    """The snapshot takes a key's status from its endpoint's, memoized per chunk, unless something of the key's own
+    decides it; the change feed works each out in full. Both must agree on every kind of key."""
+    monkeypatch.setattr(feed_module, "SNAPSHOT_CHUNK", 3)  # chunks split endpoints' keys apart
+    endpoints = {name: endpoint_create(team=team_a, name=name, services=["eth-mainnet"], actor=owner_a)
+                 for name in ("plain", "suspended", "paused", "stopped")}  # fmt: skip
+    keys = [api_key_create(endpoint=e, name=f"{name} {n}", actor=owner_a)[0] for name, e in endpoints.items()
+            for n in range(3)]  # fmt: skip
+    expired, _ = api_key_create(endpoint=endpoints["plain"], name="expired", actor=owner_a,
+                                expires_at=timezone.now() + timedelta(seconds=1))  # fmt: skip
+    key_stopped, _ = api_key_create(endpoint=endpoints["plain"], name="capped", actor=owner_a)
+    endpoint_suspend(endpoint=endpoints["suspended"], reason="abuse report")
+    endpoint_set_paused(endpoint=endpoints["paused"], paused=True, actor=owner_a)
+    traffic_stop(team=team_a, reason="budget_exceeded", detail="-", source="t:e", endpoint=endpoints["stopped"])
+    traffic_stop(team=team_a, reason="daily_cap_reached", detail="-", source="t:k", key=key_stopped)
+    cursor = feed(gateway)["cursor"]
+    with time_machine.travel(timezone.now() + timedelta(seconds=2)):
+        snapshot = {k["key_id"]: k for k in feed(gateway)["keys"]}
+        config_change_record(keys=[*keys, expired, key_stopped])  # every key in the change feed, as it is now
+        changes = {c["key"]["key_id"]: c["key"] for c in feed(gateway, since=cursor)["changes"] if c["type"] == "key"}
+    assert snapshot.keys() == changes.keys() == {k.key_id for k in [*keys, expired, key_stopped]}
+    for key_id, record in snapshot.items():
+        assert record == changes[key_id]
+    statuses = {(r["status"], r["status_reason"]) for r in snapshot.values()}
+    assert statuses == {("active", None), ("expired", None), ("suspended", "abuse report"),
+                        ("suspended", "endpoint paused by the team"), ("suspended", "budget_exceeded"),
+                        ("suspended", "daily_cap_reached")}  # fmt: skip
 
 
 def test_gzip_when_accepted(gateway, endpoint, owner_a):
@@ -229,11 +305,12 @@ def test_gzip_when_accepted(gateway, endpoint, owner_a):
     response = gateway.get("/api/gateway/v1/config", HTTP_ACCEPT_ENCODING="gzip, br")
     assert response["Content-Encoding"] == "gzip"
     assert response["Vary"] == "Accept-Encoding"
-    body = json.loads(gzip.decompress(response.content))
+    body = json.loads(gzip.decompress(body_of(response)))
     assert len(body["keys"]) == 20
     plain = gateway.get("/api/gateway/v1/config")
     assert not plain.has_header("Content-Encoding")
-    assert plain.json() == body | {"generated_at": plain.json()["generated_at"]}
+    plain_body = json.loads(body_of(plain))
+    assert plain_body == body | {"generated_at": plain_body["generated_at"]}
 
 
 @pytest.mark.parametrize(
