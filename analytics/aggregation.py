@@ -248,7 +248,7 @@ class CompactResult:
 # hour grows). The open day serves only the day-grain charts.
 OPEN_HOUR_EVERY = 2
 OPEN_DAY_EVERY = 60
-OPEN_SHARE = 4
+OPEN_SHARE = 10
 
 
 def compact_rollups(
