@@ -47,8 +47,11 @@ def main(credential_pk: str, key_id: str, endpoint_id: str) -> dict[str, object]
         accepted = ingest(gateway=credential, idempotency_key=uuid.uuid4().hex, body=body)
     run = aggregation.aggregate_pending()
     aggregation.compact_rollups()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT coalesce(sum(requests), 0) FROM analytics_rollup_hour")
+    with connection.cursor() as cursor:  # this key's only: the database may hold other tests' usage
+        cursor.execute(
+            "SELECT coalesce(sum(requests), 0) FROM analytics_rollup_hour WHERE key_id = %s",
+            [ApiKey.objects.get(key_id=key_id).pk],
+        )
         hour_requests = int(cursor.fetchone()[0])
     snapshot = feed.snapshot()
     cursor_id = int(snapshot["cursor"])

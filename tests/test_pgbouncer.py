@@ -38,7 +38,9 @@ def test_ingestion_aggregation_feed_and_long_poll_work_through_pgbouncer(transac
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["port"] == str(params.get("port", 5432))  # the probe's queries reached PostgreSQL through PgBouncer
     assert urlsplit(pooled).port != int(seen["port"])
-    assert (seen["accepted"], seen["aggregated"], seen["hour_requests"]) == (40, 120, 120)
+    assert seen["accepted"] == 40
+    assert seen["aggregated"] >= 120  # the run may also take what other tests of this database left pending
+    assert seen["hour_requests"] == 120  # the key's three batches, each counted once
     assert key.key_id in seen["snapshot_keys"]
     assert seen["woke"]["changed"] is True
     assert seen["woke"]["seconds"] < 10  # woken by the revocation, not the timeout
