@@ -402,21 +402,28 @@ def running_stack(env: dict[str, str], web_workers: int, aggregators: int, insta
     ]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         log_dir = Path(tmp)
-        try:
-            gunicorn = _spawn(
-                "gunicorn",
+
+        def instance(n: int, web_port: int) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+            """Instance n: a gunicorn on web_port and a Celery worker (named apart from the first's)."""
+            suffix = f" {n}" if n > 1 else ""
+            web = _spawn(
+                f"gunicorn{suffix}",
                 [python, "-m", "gunicorn", "project.wsgi:application", "--worker-class", "sync",
-                 "--workers", str(web_workers), "--bind", f"127.0.0.1:{port}"],
+                 "--workers", str(web_workers), "--bind", f"127.0.0.1:{web_port}"],
                 env, log_dir,
             )  # fmt: skip
-            started.append(gunicorn)
+            started.append(web)
             worker = _spawn(
-                "celery worker",
+                f"celery worker{suffix}",
                 [python, "-m", "celery", "-A", "project", "worker", "--concurrency", str(aggregators),
-                 "--loglevel", "WARNING"],
+                 "--loglevel", "WARNING", "--hostname", f"worker{n}@%h"],
                 env, log_dir,
             )  # fmt: skip
             started.append(worker)
+            return web, worker
+
+        try:
+            gunicorn, worker = instance(1, port)
             beat = _spawn(
                 "celery beat",
                 [python, "-m", "celery", "-A", "project", "beat", "--loglevel", "WARNING",
@@ -427,20 +434,7 @@ def running_stack(env: dict[str, str], web_workers: int, aggregators: int, insta
             stack = Stack(port, gunicorn, worker, beat, log_dir)
             for n in range(2, instances + 1):
                 more_port = free_port()
-                more_web = _spawn(
-                    f"gunicorn {n}",
-                    [python, "-m", "gunicorn", "project.wsgi:application", "--worker-class", "sync",
-                     "--workers", str(web_workers), "--bind", f"127.0.0.1:{more_port}"],
-                    env, log_dir,
-                )  # fmt: skip
-                started.append(more_web)
-                more_worker = _spawn(
-                    f"celery worker {n}",
-                    [python, "-m", "celery", "-A", "project", "worker", "--concurrency", str(aggregators),
-                     "--loglevel", "WARNING", "--hostname", f"worker{n}@%h"],
-                    env, log_dir,
-                )  # fmt: skip
-                started.append(more_worker)
+                more_web, more_worker = instance(n, more_port)
                 stack.more += [(f"gunicorn {n}", more_web), (f"celery worker {n}", more_worker)]
                 stack.more_ports.append(more_port)
             wait_for_health(stack)
