@@ -13,7 +13,6 @@ from typing import Any
 
 import msgspec
 import psycopg
-from django.contrib.postgres.aggregates import ArrayAgg
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection
 from django.db.models import Max, OuterRef, Q, QuerySet
@@ -257,15 +256,20 @@ def _default_plan_rps() -> int:
     return default or DEFAULT_RATE_LIMIT_RPS
 
 
-def _endpoints(filter_: Q, stops: Stops) -> list[dict[str, Any]]:
-    rows = (
+def _endpoint_rows(filter_: Q) -> QuerySet[Any]:
+    """The endpoints as the feed reads them: their fields and their services' ids, sorted (a subquery per row, so a
+    chunk of them is one index range scan, not an aggregate over every endpoint)."""
+    services = Endpoint.services.through.objects.filter(endpoint_id=OuterRef("pk")).order_by("service_id")
+    return (
         Endpoint.objects.filter(filter_)
-        .annotate(service_ids=ArrayAgg("services__id", distinct=True, default=[]))
-        .values(*_ENDPOINT_FIELDS, "service_ids")
-        .order_by()
+        .annotate(service_ids=ArraySubquery(services.values("service_id")))
+        .values("pk", *_ENDPOINT_FIELDS, "service_ids")
     )
+
+
+def _endpoints(filter_: Q, stops: Stops) -> list[dict[str, Any]]:
     default_rps = _default_plan_rps()
-    return [_endpoint_record(row, sorted(s for s in row["service_ids"] if s), default_rps, stops) for row in rows]
+    return [_endpoint_record(row, row["service_ids"], default_rps, stops) for row in _endpoint_rows(filter_).order_by()]
 
 
 def _keys(keys: ApiKeyQuerySet, now: datetime, stops: Stops) -> list[dict[str, Any]]:
@@ -273,7 +277,7 @@ def _keys(keys: ApiKeyQuerySet, now: datetime, stops: Stops) -> list[dict[str, A
     return [_key_record(row, now, stops) for row in rows.iterator(chunk_size=SNAPSHOT_CHUNK)]
 
 
-# Keys per chunk of a streamed snapshot: one fetch from the server-side cursor, one encode, one write.
+# Endpoints or keys per chunk of a streamed snapshot: one keyset query, one encode, one write.
 SNAPSHOT_CHUNK = 5000
 _encoder = msgspec.json.Encoder()
 
@@ -323,10 +327,7 @@ class Snapshot:
         yield _encoder.encode(head)[:-1] + b',"endpoints":['
         default_rps = _default_plan_rps()
         separator = b""
-        through = Endpoint.services.through.objects.filter(endpoint_id=OuterRef("pk")).order_by("service_id")
-        live = Endpoint.objects.filter(deleted_at__isnull=True).annotate(service_ids=ArraySubquery(
-            through.values("service_id"))).values("pk", *_ENDPOINT_FIELDS, "service_ids")  # fmt: skip
-        for rows in _by_pk(live):
+        for rows in _by_pk(_endpoint_rows(Q(deleted_at__isnull=True))):
             records = [_endpoint_record(row, row["service_ids"], default_rps, stops) for row in rows]
             yield separator + _encoder.encode(records)[1:-1]
             separator = b","
