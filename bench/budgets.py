@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ingest  # bench/ingest.py: stores, seeding, the running stack
-from faults import calibrate  # bench/faults.py: the calibration unit
+from faults import calibrate, exit_status  # bench/faults.py: the calibration unit, the exit status
 
 ingest.BENCH_DB = "gatehouse_bench_budgets"
 CALL_UNITS = 26  # an eth_call success, in billable units
@@ -253,11 +253,7 @@ def run(args: argparse.Namespace) -> int:
         (f"{args.budgets:,} more budgets and health rules add ≤ {TARGET_ADDED_SHARE:.0%} to an aggregation run",
          added <= TARGET_ADDED_SHARE * evaluated),
     ]  # fmt: skip
-    for label, passed in targets:
-        print(f"{'PASS' if passed else 'FAIL'}  {label}")
-    if problems:
-        return 1
-    return 0 if all(passed for _label, passed in targets) else 2
+    return exit_status(targets, wrong=bool(problems))
 
 
 def main(argv: list[str] | None = None) -> int:

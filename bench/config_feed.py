@@ -27,6 +27,7 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ingest  # bench/ingest.py: process spawning and stopping, free ports, percentiles
-from faults import calibrate  # bench/faults.py: the calibration unit
+from faults import calibrate, exit_status  # bench/faults.py: the calibration unit, the exit status
 
 BENCH_DB = "gatehouse_bench_feed"
 BASE_KEYS = 100_000
@@ -210,7 +211,6 @@ def run(args: argparse.Namespace) -> int:
     port = ingest.free_port()
     problems: list[str] = []
     figures: dict[int, tuple[float, int, int, int]] = {}  # keys → (seconds, gzip bytes, raw bytes, peak RSS)
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp:
         server = ingest._spawn(
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
             ingest._stop([server])
             connection.close()
 
-    big_s, big_zip, _big_raw, big_rss = figures[args.keys]
+    big_s, big_zip = figures[args.keys][:2]
     base_s = figures[BASE_KEYS][0]
     per_key_ratio = (big_s / args.keys) / (base_s / BASE_KEYS)
     p95 = ingest.pct(change_ms, 0.95)
@@ -300,14 +300,9 @@ def run(args: argparse.Namespace) -> int:
          max(f[3] for f in figures.values()) <= TARGET_RSS_MB * MB),
         (f"change feed p95 ≤ {TARGET_CHANGES_P95_CU} cu ({p95 / cu:.2f})", p95 / cu <= TARGET_CHANGES_P95_CU),
     ]  # fmt: skip
-    del big_rss
     for problem in problems:
         print(f"WRONG {problem}")
-    for label, passed in targets:
-        print(f"{'PASS' if passed else 'FAIL'}  {label}")
-    if problems:
-        return 1
-    return 0 if all(passed for _label, passed in targets) else 2
+    return exit_status(targets, wrong=bool(problems))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faults import calibrate  # bench/faults.py: the calibration unit
+from faults import calibrate, exit_status  # bench/faults.py: the calibration unit, the exit status
 
 BENCH_DB = "gatehouse_bench_dashboard"
 TARGET_PANEL_CU = 4
@@ -286,9 +286,7 @@ def main() -> int:
         ("each response's query count the same for every range and zone"
          + (f" (varies: {', '.join(varying)})" if varying else ""), not varying),
     ]  # fmt: skip
-    for label, passed in targets:
-        print(f"{'PASS' if passed else 'FAIL'}  {label}")
-    return 0 if all(passed for _label, passed in targets) else 2
+    return exit_status(targets, wrong=False)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,16 @@ def calibrate() -> float:
     return float(out) * 1000
 
 
+def exit_status(targets: list[tuple[str, bool]], *, wrong: bool) -> int:
+    """Print each target as PASS / FAIL; the exit status every bench gives: 1 when a result is wrong, 2 when a target
+    is missed, 0 when every target holds."""
+    for label, passed in targets:
+        print(f"{'PASS' if passed else 'FAIL'}  {label}")
+    if wrong:
+        return 1
+    return 0 if all(passed for _label, passed in targets) else 2
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when the bench dies, even by SIGKILL (Linux), so nothing is left behind."""
     if sys.platform.startswith("linux"):

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ingest  # bench/ingest.py: stores, seeding, the running stack
-from faults import calibrate  # bench/faults.py: the calibration unit
+from faults import calibrate, exit_status  # bench/faults.py: the calibration unit, the exit status
 
 ingest.BENCH_DB = "gatehouse_bench_freshness"
 TARGET_P95_S = 10.0
@@ -280,11 +280,7 @@ def run(args: argparse.Namespace) -> int:
                         len(measured) == len(pushed.acked_at) and p95 <= TARGET_P95_S))  # fmt: skip
     for problem in problems:
         print(f"WRONG {problem}")
-    for label, passed in targets:
-        print(f"{'PASS' if passed else 'FAIL'}  {label}")
-    if problems or not pushed.acked_at:
-        return 1
-    return 0 if all(passed for _label, passed in targets) else 2
+    return exit_status(targets, wrong=bool(problems or not pushed.acked_at))
 
 
 def main(argv: list[str] | None = None) -> int:

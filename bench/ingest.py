@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from faults import calibrate  # bench/faults.py: the calibration unit
+from faults import calibrate, exit_status  # bench/faults.py: the calibration unit, the exit status
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 BENCH_DB = "gatehouse_bench_ingest"
@@ -1069,11 +1069,7 @@ def run(args: argparse.Namespace, stores: Stores) -> int:
         ("rollup totals exact", verdict == "OK"),
         ("no batch refused", not sent.failures),
     ]
-    for label, passed in targets:
-        print(f"{'PASS' if passed else 'FAIL'}  {label}")
-    if verdict != "OK" or sent.failures:
-        return 1
-    return 0 if all(passed for _label, passed in targets) else 2
+    return exit_status(targets, wrong=bool(verdict != "OK" or sent.failures))
 
 
 def _interrupt(signum: int, _frame: object) -> None:

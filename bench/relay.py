@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # first: `relay
 import aiohttp
 import config_feed  # bench/config_feed.py: 100,000 keys as bulk rows
 import ingest  # bench/ingest.py: stores, the running stack, waiting for aggregation
-from faults import calibrate, spawn, stop_group  # bench/faults.py: the calibration unit, child processes
+from faults import calibrate, exit_status, spawn, stop_group  # bench/faults.py: cu, exit status, child processes
 
 from relay.anvil import anvil_binary
 
@@ -662,11 +662,7 @@ def report(args: argparse.Namespace, r: Results, tally: Tally) -> int:
          min(len(edges[k]) for k in refusal_p95) >= MIN_TRIES),
         ("every 200 the relay served is in the rollups exactly once", r.usage_ok),
     ]  # fmt: skip
-    for label, passed in targets:
-        print(f"{'PASS' if passed else 'FAIL'}  {label}")
-    if wrong:
-        return 1
-    return 0 if all(passed for _label, passed in targets) else 2
+    return exit_status(targets, wrong=bool(wrong))
 
 
 def run(args: argparse.Namespace) -> int:
